@@ -1,0 +1,160 @@
+"""HRMConfig: the hyperparameters of the HRM Q-network, with the paper's and a CPU preset."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+POSITION_ENCODINGS = ("rope", "learned", "2d")
+DTYPES = ("float32", "bfloat16")
+
+
+@dataclass
+class HRMConfig:
+    """Shape of an HRM: two recurrent transformer modules, slow H and fast L.
+
+    One environment step runs ``segments`` segments; a segment runs ``H_cycles * L_cycles``
+    L-updates and ``H_cycles`` H-updates, and only the last L- and last H-update carry gradient
+    (HRM's one-step gradient).
+
+    Args:
+        hidden: width of every token's latent.
+        heads: attention heads; must divide ``hidden``.
+        expansion: SwiGLU width factor; the intermediate size is ``expansion * hidden * 2 / 3``
+            rounded up to a multiple of ``mlp_multiple_of`` (256 in HRM).
+        H_layers, L_layers: transformer blocks in the H and L module.
+        H_cycles, L_cycles: recurrence counts inside one segment.
+        segments: segments per environment step (HRM's ACT steps, fixed here as in the paper).
+        seq_len: observation tokens per frame (121 for the 11x11 mazes); the readout token is extra.
+        vocab_size: token vocabulary (the 128 ASCII codes by default).
+        positions: ``"rope"`` (the paper's), ``"learned"`` (1D table) or ``"2d"`` (learned row +
+            column tables; needs ``grid_shape`` with ``rows * cols == seq_len``).
+        grid_shape: ``(rows, cols)`` of a grid observation, for ``positions="2d"``.
+        rope_theta: RoPE base.
+        dtype: ``"float32"`` or ``"bfloat16"`` (autocast; CUDA, or CPUs with AVX512-BF16).
+    """
+
+    hidden: int = 64
+    heads: int = 2
+    expansion: float = 4.0
+    mlp_multiple_of: int = 256
+    H_layers: int = 4
+    L_layers: int = 4
+    H_cycles: int = 2
+    L_cycles: int = 2
+    segments: int = 8
+    seq_len: int = 121
+    vocab_size: int = 128
+    positions: str = "rope"
+    grid_shape: tuple[int, int] | None = None
+    rope_theta: float = 10000.0
+    dtype: str = "float32"
+
+    def __post_init__(self):
+        if self.grid_shape is not None:
+            self.grid_shape = tuple(int(v) for v in self.grid_shape)
+        self.validate()
+
+    @classmethod
+    def paper(cls, **overrides) -> HRMConfig:
+        """Appendix A of HRM-Agent (Dang & Rawlinson 2025): hidden 64, 2 heads, 4+4 layers,
+        2x2 cycles, 8 segments, RoPE. Its 8 blocks hold 524,288 parameters."""
+        return cls(**overrides)
+
+    @classmethod
+    def cpu(cls, **overrides) -> HRMConfig:
+        """A small preset meant to train on a 2-core CPU: hidden 32, 1+1 layers, 1x1 cycles,
+        2 segments (so that carrying z means something), learned row + column positions."""
+        base = dict(
+            hidden=32,
+            heads=2,
+            expansion=4.0,
+            mlp_multiple_of=32,
+            H_layers=1,
+            L_layers=1,
+            H_cycles=1,
+            L_cycles=1,
+            segments=2,
+            positions="2d",
+            grid_shape=(11, 11),
+        )
+        base.update(overrides)
+        return cls(**base)
+
+    @classmethod
+    def preset(cls, name: str, **overrides) -> HRMConfig:
+        """The preset called ``name`` (``"paper"`` or ``"cpu"``)."""
+        presets = {"paper": cls.paper, "cpu": cls.cpu}
+        if name not in presets:
+            raise ValueError(f"unknown HRM preset {name!r}; choose one of {sorted(presets)}")
+        return presets[name](**overrides)
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+    @property
+    def mlp_hidden(self) -> int:
+        width = round(self.expansion * self.hidden * 2 / 3)
+        return -(-width // self.mlp_multiple_of) * self.mlp_multiple_of
+
+    @property
+    def tokens(self) -> int:
+        """Positions the transformer sees: the readout token plus ``seq_len`` observation tokens."""
+        return self.seq_len + 1
+
+    @property
+    def block_passes_per_segment(self) -> int:
+        return self.H_cycles * (self.L_cycles * self.L_layers + self.H_layers)
+
+    def flops_per_frame(self) -> float:
+        """Multiply-adds x 2 of one environment step's forward (all segments), the attention
+        products included; norms, RoPE and activations left out."""
+        t, h, m = self.tokens, self.hidden, self.mlp_hidden
+        per_block = t * (4 * h * h + 3 * h * m) + 2 * t * t * h
+        return 2.0 * per_block * self.block_passes_per_segment * self.segments
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> HRMConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown HRMConfig fields {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+    def validate(self) -> None:
+        positive = (
+            "hidden", "heads", "mlp_multiple_of", "H_layers", "L_layers", "H_cycles",
+            "L_cycles", "segments", "seq_len", "vocab_size",
+        )
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"HRMConfig.{name} must be a positive integer, got {value!r}")
+        if not (self.expansion > 0 and math.isfinite(self.expansion)):
+            raise ValueError(f"HRMConfig.expansion must be positive, got {self.expansion!r}")
+        if self.hidden % self.heads:
+            raise ValueError(
+                f"HRMConfig.hidden ({self.hidden}) must be divisible by heads ({self.heads})"
+            )
+        if self.positions not in POSITION_ENCODINGS:
+            raise ValueError(
+                f"unknown HRMConfig.positions {self.positions!r}; choose one of {POSITION_ENCODINGS}"
+            )
+        if self.positions == "rope" and self.head_dim % 2:
+            raise ValueError(f"RoPE needs an even head dimension, got {self.head_dim}")
+        if self.positions == "2d":
+            if self.grid_shape is None or len(self.grid_shape) != 2:
+                raise ValueError("HRMConfig.positions='2d' needs grid_shape=(rows, cols)")
+            rows, cols = self.grid_shape
+            if rows * cols != self.seq_len:
+                raise ValueError(
+                    f"HRMConfig.grid_shape {self.grid_shape} holds {rows * cols} cells "
+                    f"but seq_len is {self.seq_len}"
+                )
+        if self.dtype not in DTYPES:
+            raise ValueError(f"unknown HRMConfig.dtype {self.dtype!r}; choose one of {DTYPES}")
