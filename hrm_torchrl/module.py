@@ -204,6 +204,19 @@ class HRMQValueNet(TensorDictModuleBase):
         return z.reshape(rows, *self.state_shape).detach()
 
     # -- forward ----------------------------------------------------------------------------
+    def supervision_segments(self, tensordict: TensorDictBase):
+        """HRM deep supervision: yields the Q-values ``[*batch, n_actions]`` after each of the
+        ``config.segments`` segments, each segment starting from the previous one's detached
+        state with gradient through its last L- and H-update only. Take an optimizer step between
+        two ``next()`` calls. Writes nothing to ``tensordict``.
+        """
+        tokens = self._tokens(tensordict)
+        batch_shape = tuple(tensordict.get(self.in_keys[0]).shape[:-1])
+        z_H, z_L = self._initial_states(tensordict, batch_shape, tokens.shape[0])
+        for _ in range(self.config.segments):
+            q, z_H, z_L = self.hrm(tokens, z_H.detach(), z_L.detach(), segments=1)
+            yield q.reshape(*batch_shape, self.n_actions)
+
     def _initial_states(self, tensordict, batch_shape, rows):
         """(z_H, z_L) to start from, full [rows, tokens, hidden] each, and the raw carried-in
         pair when carrying (for diagnostics)."""

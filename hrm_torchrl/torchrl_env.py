@@ -124,18 +124,22 @@ class MazeEnv(EnvBase):
 
 
 def make_env(name: str = "FourRoomsDoors", num_envs: int = 1, seed: int | None = None,
-             device="cpu", **maze_kwargs) -> TransformedEnv:
+             device="cpu", primer=None, **maze_kwargs) -> TransformedEnv:
     """A batched maze env with ``StepCounter``, ``InitTracker`` and ``RewardSum``
-    (``"episode_reward"``): ready for a recurrent policy's primer
-    (``env.append_transform(module.make_tensordict_primer())``).
+    (``"episode_reward"``), and ``primer`` last when given: a recurrent policy's
+    ``module.make_tensordict_primer()``, without which its state does not travel. Being a plain
+    function of picklable arguments, ``functools.partial(make_env, ...)`` serves as the env
+    factory of spawned collector workers.
 
     Examples:
         >>> from hrm_torchrl import HRMConfig, HRMQValueNet, make_env
         >>> net = HRMQValueNet(HRMConfig.cpu())
-        >>> env = make_env("FourRoomsDoors", num_envs=2, seed=0)
-        >>> env = env.append_transform(net.make_tensordict_primer())
+        >>> env = make_env("FourRoomsDoors", num_envs=2, seed=0, primer=net.make_tensordict_primer())
         >>> sorted(env.reset().keys())[:3]
         ['done', 'env_changed', 'episode_reward']
     """
     env = MazeEnv(name, num_envs=num_envs, seed=seed, device=device, **maze_kwargs)
-    return TransformedEnv(env, Compose(StepCounter(), InitTracker(), RewardSum()))
+    transforms = [StepCounter(), InitTracker(), RewardSum()]
+    if primer is not None:
+        transforms.append(primer.clone())  # a transform belongs to one env only
+    return TransformedEnv(env, Compose(*transforms))

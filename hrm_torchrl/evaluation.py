@@ -1,0 +1,58 @@
+"""Greedy evaluation of a policy on seeded maze episodes, and the oracle on the same seeds."""
+
+from __future__ import annotations
+
+import functools
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from hrm_torchrl.torchrl_env import make_env
+
+
+def first_episodes(policy, name: str, episodes: int, seed: int, device="cpu", primer=None,
+                   max_steps: int = 80, **maze_kwargs) -> dict:
+    """Runs ``policy`` on ``episodes`` mazes at once, maze i from ``reset(seed=seed + i)``, and
+    scores each maze's first episode.
+
+    Returns numpy arrays ``success`` (bool), ``length`` (steps; failures count the full
+    ``max_steps``) and ``episode_return``, plus ``rollout``, the whole TorchRL rollout.
+    """
+    env = make_env(name, num_envs=episodes, seed=seed, device=device, primer=primer,
+                   max_steps=max_steps, **maze_kwargs)
+    with torch.no_grad():
+        rollout = env.rollout(max_steps, policy, break_when_any_done=False)
+    env.close()
+    done = rollout["next", "done"].squeeze(-1).cpu().numpy()  # [episodes, max_steps]
+    first = done.argmax(-1)  # every first episode ends within max_steps (truncation)
+    rows = np.arange(episodes)
+    terminated = rollout["next", "terminated"].squeeze(-1).cpu().numpy()[rows, first]
+    returns = rollout["next", "episode_reward"].squeeze(-1).cpu().numpy()[rows, first]
+    return {
+        "success": terminated,
+        "length": np.where(terminated, first + 1, max_steps),
+        "episode_return": returns,
+        "rollout": rollout,
+    }
+
+
+def summarize(scores: dict) -> dict:
+    success, length = scores["success"], scores["length"]
+    return {
+        "success_rate": float(success.mean()),
+        "mean_episode_length": float(length.mean()),
+        "mean_success_length": float(length[success].mean()) if success.any() else float("nan"),
+        "mean_return": float(scores["episode_return"].mean()),
+    }
+
+
+@functools.lru_cache(maxsize=16)
+def oracle_mean_episode_length(name: str, episodes: int, seed: int) -> float:
+    """The A* oracle's mean episode length on the same seeds as ``first_episodes``."""
+    from hrm_torchrl.oracle import ENV_IDS, episode_stats, oracle_action
+
+    env = gym.make(ENV_IDS[name])
+    stats = episode_stats(env, oracle_action, episodes, seed)
+    env.close()
+    return stats["mean_episode_length"]

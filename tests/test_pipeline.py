@@ -1,0 +1,122 @@
+"""HRMQValueNet composed with TorchRL: collectors carry z, and QValueActor + EGreedyModule +
+DQNLoss + SoftUpdate train on what the policy collected."""
+
+import torch
+from tensordict.nn import TensorDictSequential
+from torchrl.collectors import Collector, MultiSyncCollector
+from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
+from torchrl.modules import EGreedyModule, QValueActor
+from torchrl.objectives import DQNLoss, SoftUpdate
+
+from hrm_torchrl import HRMConfig, HRMQValueNet, make_env
+
+TINY = dict(hidden=16, heads=2, H_layers=1, L_layers=1, H_cycles=1, L_cycles=2, segments=2)
+
+
+def tiny_net(**kwargs):
+    torch.manual_seed(0)
+    return HRMQValueNet(HRMConfig.cpu(**TINY), **kwargs)
+
+
+def env_factory(net_state_shape=(16,), num_envs=4, seed=0):
+    """Module-level factory (picklable for spawned collector workers)."""
+    env = make_env("FourRoomsDoors", num_envs=num_envs, seed=seed, p_change=0.3)
+    return env.append_transform(tiny_net().make_tensordict_primer())
+
+
+def check_state_travels(data, net):
+    """Within an episode the root z at t+1 is ("next", z) at t; at an episode start it is the
+    primer's zero state, and the module starts from H_init/L_init there."""
+    is_init = data["is_init"].squeeze(-1)
+    assert is_init[:, 0].all() or is_init.any()
+    for key in ("z_H", "z_L"):
+        root, nxt = data[key], data["next", key]
+        continuing = ~is_init[:, 1:]
+        assert continuing.sum() > 10
+        torch.testing.assert_close(root[:, 1:][continuing], nxt[:, :-1][continuing])
+        assert (root[is_init] == 0).all()
+        assert nxt[~is_init].abs().sum() > 0
+    starts = data[is_init][:8].clone()
+    reset_net = HRMQValueNet(net.config, carry="reset")
+    reset_net.load_state_dict(net.state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(
+            reset_net(starts.clone())["action_value"], net(starts.clone())["action_value"]
+        )
+
+
+def test_state_travels_in_a_collector():
+    net = tiny_net()
+    env = env_factory()
+    actor, _ = make_policy(net, env)
+    collector = Collector(env, actor, frames_per_batch=4 * 60, total_frames=4 * 60)
+    data = next(iter(collector))
+    collector.shutdown()
+    assert data.batch_size == (4, 60)
+    check_state_travels(data, net)
+
+
+def test_state_travels_in_env_rollout_with_full_carry():
+    net = tiny_net(carry_state="full")
+    env = make_env("DynamicMaze", num_envs=3, seed=1).append_transform(
+        net.make_tensordict_primer()
+    )
+    actor, policy = make_policy(net, env)
+    with torch.no_grad():
+        data = env.rollout(50, policy, break_when_any_done=False)
+    assert data["z_H"].shape == (3, 50, 122, 16)
+    check_state_travels(data, net)
+
+
+def make_policy(net, env):
+    actor = QValueActor(net, spec=env.action_spec)
+    explore = EGreedyModule(env.action_spec, eps_init=1.0, eps_end=0.1, annealing_num_steps=1000)
+    return actor, TensorDictSequential(actor, explore)
+
+
+def test_dqn_update_on_collected_data():
+    net = tiny_net()
+    env = env_factory()
+    actor, policy = make_policy(net, env)
+    collector = Collector(env, policy, frames_per_batch=200, total_frames=400)
+    buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(1000), batch_size=64)
+    loss = DQNLoss(actor, loss_function="l2", delay_value=True)
+    loss.make_value_estimator(gamma=0.95)
+    target = SoftUpdate(loss, eps=0.999)
+    optim = torch.optim.Adam(loss.parameters(), lr=1e-3)
+    target_before = [p.clone() for p in loss.target_value_network_params.values(True, True)]
+    for data in collector:
+        buffer.extend(data.reshape(-1))
+        batch = buffer.sample()
+        assert ("next", "z_H") in batch.keys(True) and "z_H" in batch.keys()
+        losses = loss(batch)
+        assert torch.isfinite(losses["loss"])
+        optim.zero_grad()
+        losses["loss"].backward()
+        grads = [p.grad for p in net.hrm.L_level.parameters()]
+        assert all(g is not None and torch.isfinite(g).all() for g in grads)
+        assert any(g.abs().sum() > 0 for g in grads)
+        optim.step()
+        target.step()
+        collector.update_policy_weights_()
+        policy[1].step(data.numel())
+    collector.shutdown()
+    target_after = list(loss.target_value_network_params.values(True, True))
+    moved = [not torch.equal(a, b) for a, b in zip(target_before, target_after)]
+    assert any(moved)
+    assert policy[1].eps < 1.0
+
+
+def test_state_travels_in_a_multisync_collector():
+    net = tiny_net()
+    actor, policy = make_policy(net, env_factory())
+    collector = MultiSyncCollector(
+        [env_factory, env_factory],
+        policy,
+        frames_per_batch=2 * 4 * 40,
+        total_frames=2 * 4 * 40,
+    )
+    data = next(iter(collector))
+    collector.shutdown()
+    data = data.reshape(-1, data.shape[-1]) if data.ndim > 2 else data
+    check_state_travels(data, net)

@@ -1,0 +1,140 @@
+"""examples/dqn_hrm.py end to end: a short run with 2 workers (collect, store, update, evaluate,
+checkpoint, resume), Ctrl-C, and its errors."""
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "examples" / "dqn_hrm.py"
+SMALL = [
+    "--workers", "2", "--envs-per-worker", "4", "--frames-per-batch", "64",
+    "--warmup-frames", "128", "--batch-size", "16", "--eval-episodes", "8",
+    "--eval-every", "256", "--minutes", "0",
+]
+
+
+def load_example():
+    spec = importlib.util.spec_from_file_location("dqn_hrm", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run(args, timeout=120):
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+
+
+def test_short_run_then_resume(tmp_path):
+    run_dir = tmp_path / "run"
+    first = run([*SMALL, "--frames", "512", "--run-dir", str(run_dir)])
+    assert first.returncode == 0, first.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for key in ("success_rate", "mean_episode_length", "mean_success_length",
+                "oracle_mean_episode_length", "frames", "wall_seconds", "frames_per_second",
+                "preset", "env", "carry"):
+        assert key in summary
+    assert summary["frames"] >= 512 and summary["preset"] == "cpu"
+    assert summary["env"] == "FourRoomsDoors" and summary["carry"] == "carry"
+    assert 0 <= summary["success_rate"] <= 1 and summary["updates"] > 0
+    assert 1 <= summary["mean_episode_length"] <= 80
+    assert (run_dir / "checkpoints" / "last.pt").exists()
+    assert (run_dir / "checkpoints" / "best.pt").exists()
+    assert json.loads((run_dir / "config.json").read_text())["workers"] == 2
+    rows = (run_dir / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("frames,updates") and len(rows) >= 3
+    assert (run_dir / "logs" / "scalars" / "eval" / "success_rate.csv").exists()
+
+    second = run([*SMALL, "--frames", "768", "--run-dir", str(run_dir), "--resume"])
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resumed from" in second.stderr + second.stdout
+    resumed = json.loads((run_dir / "summary.json").read_text())
+    assert resumed["frames"] >= 768 and resumed["updates"] > summary["updates"]
+    assert resumed["wall_seconds"] > summary["wall_seconds"]
+
+    # a checkpoint from another env or preset is refused with a clear error
+    other = run([*SMALL, "--env", "DynamicMaze", "--run-dir", str(run_dir), "--resume"])
+    assert other.returncode != 0
+    assert "trained with env='FourRoomsDoors'" in other.stderr
+
+
+def _descendants(pid):
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def test_sigint_saves_and_leaves_no_worker(tmp_path):
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, str(SCRIPT), *SMALL, "--frames", "10000000", "--run-dir", str(run_dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+    )
+    try:
+        deadline = time.time() + 90
+        loss_log = run_dir / "logs" / "scalars" / "train" / "loss.csv"
+        while not loss_log.exists() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        workers = _descendants(proc.pid)
+        assert workers, "the collector should have worker processes"
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "saving a checkpoint" in stdout and "stopped at" in stdout
+    assert (run_dir / "checkpoints" / "last.pt").exists()
+    time.sleep(1.0)
+    alive = [pid for pid in workers if Path(f"/proc/{pid}").exists()
+             and "Z" not in (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0])]
+    assert not alive, f"worker processes left behind: {alive}"
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["--env", "Maze"], "unknown env 'Maze'; choose one of \\['FourRoomsDoors', 'DynamicMaze'\\]"),
+        (["--preset", "gpu"], "unknown preset 'gpu'; choose one of \\['cpu', 'paper'\\]"),
+        (["--carry", "keep"], "unknown --carry 'keep'"),
+        (["--batch-size", "0"], "--batch-size must be at least 1"),
+    ],
+)
+def test_bad_flags_raise_clear_errors(args, match):
+    example = load_example()
+    with pytest.raises(SystemExit, match=match):
+        example.main(args)
+
+
+def test_resume_without_checkpoint_errors(tmp_path):
+    example = load_example()
+    with pytest.raises(SystemExit, match="--resume but .*last.pt does not exist"):
+        example.main(["--run-dir", str(tmp_path / "none"), "--resume"])
+
+
+def test_flags_override_the_preset():
+    example = load_example()
+    cfg = example.resolve_config(example.parse_args(["--preset", "paper", "--lr", "0.5",
+                                                     "--plain-dqn", "--device", "cpu"]))
+    assert cfg["lr"] == 0.5 and cfg["deep_supervision"] is False
+    assert cfg["batch_size"] == 256 and cfg["target_eps"] == 0.999 and cfg["workers"] == 5
+    assert os.fspath(SCRIPT).endswith("dqn_hrm.py")
