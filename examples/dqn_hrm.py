@@ -41,7 +41,7 @@ from hrm_torchrl.evaluation import first_episodes, oracle_mean_episode_length, s
 # a 2-core CPU within 20 minutes (benchmarks/README.md has the measurements behind it).
 PRESETS = {
     "paper": dict(
-        model="paper", frames=3_000_000, minutes=0.0, workers=5, envs_per_worker=16,
+        model="paper", frames=3_000_000, minutes=0.0, threads=0, workers=5, envs_per_worker=16,
         frames_per_batch=256, batch_size=256, buffer_size=1_048_576, updates_per_batch=1,
         warmup_frames=2_560, lr=1e-4, embedding_lr=1e-2, embedding_weight_decay=0.1,
         betas=(0.9, 0.95), gamma=0.95, n_steps=1, double_dqn=False, deep_supervision=True,
@@ -49,8 +49,8 @@ PRESETS = {
         eval_every=50_000, eval_episodes=200,
     ),
     "cpu": dict(
-        model="cpu", frames=20_000_000, minutes=20.0, workers=2, envs_per_worker=32,
-        frames_per_batch=256, batch_size=128, buffer_size=200_000, updates_per_batch=4,
+        model="cpu", frames=20_000_000, minutes=20.0, threads=0, workers=2, envs_per_worker=32,
+        frames_per_batch=256, batch_size=64, buffer_size=200_000, updates_per_batch=8,
         warmup_frames=2_560, lr=1e-3, embedding_lr=1e-2, embedding_weight_decay=0.1,
         betas=(0.9, 0.95), gamma=0.95, n_steps=3, double_dqn=False, deep_supervision=True,
         eps_init=1.0, eps_end=0.1, eps_frames=60_000, target_eps=0.99, grad_clip=1.0,
@@ -74,6 +74,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--plain-dqn", action="store_true",
                    help="plain DQNLoss updates instead of HRM deep supervision")
     # Preset values; None keeps the preset's.
+    p.add_argument("--threads", type=int, help="torch threads of the learner process (0: torch's default)")
     p.add_argument("--frames", type=int, help="stop after this many collected frames")
     p.add_argument("--minutes", type=float, help="stop after this much wall time (0: no limit)")
     p.add_argument("--workers", type=int, help="collector worker processes")
@@ -155,6 +156,8 @@ def main(argv=None) -> int:
     ckpt_dir = run_dir / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg["seed"])
+    if cfg["threads"] > 0:
+        torch.set_num_threads(cfg["threads"])
     device = torch.device(cfg["device"])
 
     # -- model, policy, loss, optimizer --------------------------------------------------------
@@ -207,6 +210,7 @@ def main(argv=None) -> int:
     def checkpoint_state() -> dict:
         return {
             "config": cfg, "model_config": dataclasses.asdict(model_config),
+            "model": net.state_dict(),  # what hrm_torchrl.analyze loads
             "loss_module": loss_module.state_dict(), "optimizer": optimizer.state_dict(),
             "egreedy": egreedy.state_dict(), "frames": frames, "updates": updates,
             "wall_seconds": wall_before + time.time() - start, "best_success": best_success,

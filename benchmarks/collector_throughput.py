@@ -1,0 +1,178 @@
+"""Collector throughput on the mazes, each row against the limit it is held to, side by side.
+
+    python benchmarks/collector_throughput.py [--quick] [--json FILE] [--env FourRoomsDoors]
+
+Rows (frames/s):
+  plain-loop                 a gymnasium loop over one maze: the env's own limit
+  serialenv-gymenv-16        TorchRL's SerialEnv of 16 GymEnv mazes (the stock way)
+  torchrl-env-N              make_env(num_envs=N), random actions, one process
+  multisync-random-W-E       MultiSyncCollector, W workers x E mazes each, random policy
+  multisync-hrm-PRESET-W-E   the same with the HRM epsilon-greedy policy
+  hand-rolled-hrm-PRESET     one process, SerialEnv of 256 GymEnv mazes, the batched policy in a
+                             plain loop (the authors' approach)
+  model-only-PRESET          the policy's forward alone on batches of the same size
+The limit of a row is the plain loop's rate times its worker processes (capped by the cores),
+or the model-only rate for a policy row, whichever is lower.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import time
+
+import gymnasium as gym
+import numpy as np
+import torch
+from tensordict.nn import TensorDictSequential
+from torchrl.collectors import MultiSyncCollector
+from torchrl.envs import (
+    Compose,
+    FlattenObservation,
+    GymEnv,
+    InitTracker,
+    SerialEnv,
+    TransformedEnv,
+)
+from torchrl.envs.utils import RandomPolicy
+
+import hrm_torchrl
+from hrm_torchrl import HRMConfig, HRMQValueNet, make_env
+from hrm_torchrl.oracle import ENV_IDS
+
+CORES = os.cpu_count() or 1
+
+
+def plain_loop(env_id: str, seconds: float) -> float:
+    env = gym.make(env_id)
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    frames, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        _, _, terminated, truncated, _ = env.step(int(rng.integers(4)))
+        frames += 1
+        if terminated or truncated:
+            env.reset()
+    return frames / (time.perf_counter() - start)
+
+
+def rollout_rate(env, policy, steps: int) -> float:
+    env.rollout(2, policy, break_when_any_done=False)  # warm up
+    start = time.perf_counter()
+    with torch.no_grad():
+        data = env.rollout(steps, policy, break_when_any_done=False)
+    return data.numel() / (time.perf_counter() - start)
+
+
+def hrm_policy(preset: str, action_spec):
+    torch.manual_seed(0)
+    net = HRMQValueNet(HRMConfig.preset(preset))
+    from torchrl.modules import EGreedyModule, QValueActor
+
+    actor = QValueActor(net, spec=action_spec)
+    return net, TensorDictSequential(actor, EGreedyModule(action_spec, eps_init=0.1, eps_end=0.1))
+
+
+def collector_rate(name, workers, envs, policy, primer, seconds, frames_per_batch) -> float:
+    factories = [functools.partial(make_env, name, num_envs=envs, seed=1000 * w, primer=primer)
+                 for w in range(workers)]
+    collector = MultiSyncCollector(factories, policy, frames_per_batch=frames_per_batch,
+                                   total_frames=-1)
+    frames, start = 0, None
+    for i, data in enumerate(collector):
+        if i == 1:  # the first batch pays the workers' start-up
+            start, frames = time.perf_counter(), 0
+        elif i > 1:
+            frames += data.numel()
+            if time.perf_counter() - start >= seconds:
+                break
+    rate = frames / (time.perf_counter() - start)
+    collector.shutdown()
+    return rate
+
+
+def model_only(net: HRMQValueNet, rows: int, seconds: float) -> float:
+    env = make_env("FourRoomsDoors", num_envs=rows, seed=0, primer=net.make_tensordict_primer())
+    td = env.reset()
+    env.close()
+    with torch.no_grad():
+        net(td.clone())
+        calls, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            net(td.clone())
+            calls += 1
+    return calls * rows / (time.perf_counter() - start)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a few seconds in all, small grid")
+    parser.add_argument("--json", help="write the rows here")
+    parser.add_argument("--env", default="FourRoomsDoors", choices=hrm_torchrl.MAZES)
+    parser.add_argument("--presets", nargs="*", default=["cpu", "paper"])
+    args = parser.parse_args(argv)
+    quick = args.quick
+    seconds = 0.5 if quick else 5.0
+    env_id = ENV_IDS[args.env]
+    rows = []
+
+    def add(name, fps, limit):
+        rows.append({"name": name, "frames_per_second": fps, "limit_frames_per_second": limit,
+                     "ratio": fps / limit})
+        print(f"{name:32s} {fps:10.1f} frames/s  (limit {limit:10.1f}, ratio {fps / limit:5.2f})",
+              flush=True)
+
+    plain = plain_loop(env_id, seconds)
+    add("plain-loop", plain, plain)
+    serial = SerialEnv(4 if quick else 16, functools.partial(GymEnv, env_id))
+    add(f"serialenv-gymenv-{serial.batch_size[0]}", rollout_rate(serial, None, 5 if quick else 50),
+        plain)
+    serial.close()
+    for n in (1, 16) if quick else (1, 16, 64):
+        env = make_env(args.env, num_envs=n, seed=0)
+        add(f"torchrl-env-{n}", rollout_rate(env, None, 10 if quick else 200), plain)
+        env.close()
+
+    grid = [(1, 4), (2, 4)] if quick else [(w, e) for w in (1, 2, 5) for e in (16, 64)]
+    action_spec = make_env(args.env).action_spec_unbatched
+    for workers, envs in grid:
+        fps = collector_rate(args.env, workers, envs, RandomPolicy(action_spec), None, seconds,
+                             workers * envs * 4)
+        add(f"multisync-random-{workers}-{envs}", fps, plain * min(workers, CORES))
+
+    presets = ["cpu"] if quick else args.presets
+    for preset in presets:
+        net, policy = hrm_policy(preset, action_spec)
+        primer = net.make_tensordict_primer()
+        hrm_grid = grid if preset == "cpu" else [(5, 16)] if not quick else []
+        for workers, envs in hrm_grid:
+            model_limit = model_only(net, envs, seconds)
+            fps = collector_rate(args.env, workers, envs, policy, primer,
+                                 seconds if preset == "cpu" else 4 * seconds,
+                                 workers * envs * (4 if preset == "cpu" else 1))
+            add(f"multisync-hrm-{preset}-{workers}-{envs}", fps,
+                min(plain * min(workers, CORES), model_limit))
+        batch = 16 if quick else 256
+        model_limit = model_only(net, batch, seconds)
+        add(f"model-only-{preset}-{batch}", model_limit, model_limit)
+        serial = TransformedEnv(
+            SerialEnv(batch, functools.partial(GymEnv, env_id)),
+            Compose(FlattenObservation(-2, -1, in_keys=["observation"]), InitTracker(),
+                    primer.clone()),
+        )
+        _, serial_policy = hrm_policy(preset, serial.action_spec_unbatched)
+        steps = 3 if quick else (20 if preset == "cpu" else 2)
+        add(f"hand-rolled-hrm-{preset}", rollout_rate(serial, serial_policy, steps),
+            min(plain, model_limit))
+        serial.close()
+
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+"""Recurrent-convergence analysis (HRM-Agent §3.2, figures 5-7) of trained agents.
+
+    python -m hrm_torchrl.analyze RUN [RUN ...] --env FourRoomsDoors --episodes 200 --out DIR
+
+Each RUN is a run directory of examples/dqn_hrm.py (its checkpoints/best.pt, else last.pt) or a
+checkpoint file; its variant (Carry Z / Reset Z) comes from the saved config. Greedy episodes run
+with the module's diagnostics on, and every step of each maze's first episode, but its first step
+(where both variants start from H_init/L_init), falls in one of four conditions: variant x
+environment changed or not, "changed" meaning that a door changed on the step that produced the
+observation.
+
+Per condition and segment i = 1 .. segments-1 (the state after segment i; the last one equals the
+final state by definition): the median over steps of MSE(z_H^i, z_H^final) and MSE(z_L^i,
+z_L^final) (figures 5 and 6). And the divergence of the action distributions (figure 7):
+KL(p_final || p_carried), p = softmax(Q), p_carried decoded from the state carried into the step
+before any new computation. KL in that direction reads as the information the carried-in plan
+lacks about the final decision, in nats; it is 0 when carrying already gives the final choice.
+
+Writes convergence.csv/.json, divergence.csv/.json and convergence.png, divergence.png to DIR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from hrm_torchrl.config import HRMConfig
+from hrm_torchrl.evaluation import first_episodes
+from hrm_torchrl.module import HRMQValueNet
+
+VARIANTS = {"carry": "Carry Z", "reset": "Reset Z"}
+
+
+def load_agent(path: str | Path) -> tuple[HRMQValueNet, dict]:
+    """The HRMQValueNet of a dqn_hrm.py run (directory or checkpoint) and its saved config."""
+    path = Path(path)
+    if path.is_dir():
+        candidates = [path / "checkpoints" / "best.pt", path / "checkpoints" / "last.pt"]
+        found = [c for c in candidates if c.exists()]
+        if not found:
+            raise ValueError(f"{path} holds no checkpoints/best.pt or checkpoints/last.pt")
+        path = found[0]
+    if not path.exists():
+        raise ValueError(f"no run directory or checkpoint at {path}")
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if "model" not in state or "config" not in state:
+        raise ValueError(f"{path} is not a checkpoint of examples/dqn_hrm.py")
+    config = state["config"]
+    net = HRMQValueNet(HRMConfig.from_dict(state["model_config"]), n_actions=4,
+                       carry=config["carry"], carry_state=config["carry_state"])
+    net.load_state_dict(state["model"])
+    return net, config
+
+
+def condition_table(variant: str, mse_H, mse_L, q_carried, q_final, changed, counted) -> dict:
+    """Splits one run's steps into (variant, changed) conditions.
+
+    ``mse_H``/``mse_L`` [steps, segments], ``q_carried``/``q_final`` [steps, actions],
+    ``changed``/``counted`` [steps] bool. Returns, per condition name, the number of steps, the
+    per-segment medians for segments 1..segments-1 and the divergence statistics.
+    """
+    mse_H, mse_L = np.asarray(mse_H), np.asarray(mse_L)
+    p_final = torch.softmax(torch.as_tensor(q_final, dtype=torch.float64), -1)
+    log_p_carried = torch.log_softmax(torch.as_tensor(q_carried, dtype=torch.float64), -1)
+    kl = (p_final * (p_final.log() - log_p_carried)).sum(-1).numpy()
+    table = {}
+    for is_changed in (True, False):
+        rows = np.asarray(counted) & (np.asarray(changed) == is_changed)
+        name = f"{VARIANTS[variant]}, env {'changed' if is_changed else 'not changed'}"
+        n = int(rows.sum())
+        table[name] = {
+            "variant": VARIANTS[variant],
+            "env_changed": is_changed,
+            "steps": n,
+            "median_mse_H": np.median(mse_H[rows][:, :-1], axis=0).tolist() if n else [],
+            "median_mse_L": np.median(mse_L[rows][:, :-1], axis=0).tolist() if n else [],
+            "median_kl": float(np.median(kl[rows])) if n else float("nan"),
+            "mean_kl": float(np.mean(kl[rows])) if n else float("nan"),
+        }
+    return table
+
+
+def analyze_run(net: HRMQValueNet, variant: str, env: str, episodes: int, seed: int) -> dict:
+    from torchrl.modules import QValueActor
+
+    from hrm_torchrl.torchrl_env import make_env
+
+    net.diagnostics = True
+    actor = QValueActor(net, spec=make_env(env).action_spec_unbatched)
+    scores = first_episodes(actor, env, episodes, seed, primer=net.make_tensordict_primer())
+    data = scores["rollout"]
+    done = data["next", "done"].squeeze(-1).numpy()
+    first_end = done.argmax(-1)
+    in_first = np.arange(done.shape[1])[None, :] <= first_end[:, None]
+    counted = in_first & ~data["is_init"].squeeze(-1).numpy()
+    diag = data["diagnostics"]
+    flat = lambda x: x.reshape(-1, *x.shape[2:]).numpy()  # noqa: E731
+    return condition_table(
+        variant,
+        flat(diag["mse_H"]), flat(diag["mse_L"]), flat(diag["q_carried"]),
+        flat(diag["q_segments"][..., -1, :]),
+        data["env_changed"].squeeze(-1).numpy().reshape(-1), counted.reshape(-1),
+    )
+
+
+def write_outputs(results: dict, out: Path, title: str) -> None:
+    """results: {run label: condition table}. Writes the CSV/JSON tables and the PNG plots."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "convergence.json").write_text(json.dumps(results, indent=1))
+    with open(out / "convergence.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["run", "condition", "level", "segment", "median_mse", "steps"])
+        for run, table in results.items():
+            for condition, row in table.items():
+                for level in ("H", "L"):
+                    for i, value in enumerate(row[f"median_mse_{level}"], start=1):
+                        writer.writerow([run, condition, level, i, value, row["steps"]])
+    divergence = {run: {c: {k: row[k] for k in ("steps", "median_kl", "mean_kl")}
+                        for c, row in table.items()} for run, table in results.items()}
+    (out / "divergence.json").write_text(json.dumps(divergence, indent=1))
+    with open(out / "divergence.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["run", "condition", "steps", "median_kl", "mean_kl"])
+        for run, table in divergence.items():
+            for condition, row in table.items():
+                writer.writerow([run, condition, row["steps"], row["median_kl"], row["mean_kl"]])
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for ax, level in zip(axes, ("H", "L")):
+        for run, table in results.items():
+            for condition, row in table.items():
+                values = row[f"median_mse_{level}"]
+                if values:
+                    style = "-" if row["variant"] == "Carry Z" else "--"
+                    marker = "o" if row["env_changed"] else "s"
+                    ax.plot(range(1, len(values) + 1), values, style, marker=marker,
+                            label=f"{run}: {condition} (n={row['steps']})")
+        ax.set_xlabel("segment i (recurrent step)")
+        ax.set_ylabel(f"median MSE(z_{level}^i, z_{level}^final)")
+        ax.set_title(f"z_{level} convergence")
+        ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out / "convergence.png", dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    labels, values = [], []
+    for run, table in divergence.items():
+        for condition, row in table.items():
+            labels.append(f"{run}\n{condition}")
+            values.append(row["median_kl"])
+    ax.bar(range(len(values)), values, color=["tab:blue", "tab:cyan", "tab:red", "tab:orange"]
+           * (len(values) // 4 + 1))
+    ax.set_xticks(range(len(values)), labels, fontsize=7)
+    ax.set_ylabel("median KL(p_final || p_carried) [nats]")
+    ax.set_title(f"{title}: divergence of the carried-in action distribution")
+    fig.tight_layout()
+    fig.savefig(out / "divergence.png", dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", help="run directories or checkpoint files")
+    parser.add_argument("--env", required=True, help="FourRoomsDoors or DynamicMaze")
+    parser.add_argument("--episodes", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=20_000_000)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    from hrm_torchrl.torchrl_env import MAZES
+
+    if args.env not in MAZES:
+        raise SystemExit(f"error: unknown env {args.env!r}; choose one of {list(MAZES)}")
+    if args.episodes < 1:
+        raise SystemExit(f"error: --episodes must be at least 1, got {args.episodes}")
+    results = {}
+    for run in args.runs:
+        try:
+            net, config = load_agent(run)
+        except ValueError as error:
+            raise SystemExit(f"error: {error}") from None
+        label = f"{Path(run).name} ({VARIANTS[config['carry']]})"
+        results[label] = analyze_run(net, config["carry"], args.env, args.episodes, args.seed)
+    write_outputs(results, Path(args.out), args.env)
+    print(json.dumps({run: {c: {k: r[k] for k in ("steps", "median_kl")} for c, r in t.items()}
+                      for run, t in results.items()}, indent=1))
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""hrm_torchrl.analyze and hrm_torchrl.plot_runs on a fresh tiny model and a hand-made trace."""
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from hrm_torchrl import HRMConfig, HRMQValueNet
+from hrm_torchrl.analyze import condition_table, load_agent
+from hrm_torchrl.analyze import main as analyze_main
+from hrm_torchrl.plot_runs import main as plot_main
+
+TINY = dict(hidden=16, heads=2, H_layers=1, L_layers=1, H_cycles=1, L_cycles=1, segments=3)
+
+
+def test_condition_split_on_a_hand_made_trace():
+    # 5 steps, 3 segments; step 0 is an episode start (not counted)
+    mse_H = np.array([[9, 9, 0], [4, 2, 0], [6, 3, 0], [1, 1, 0], [3, 5, 0]], float)
+    mse_L = mse_H * 10
+    q = np.zeros((5, 4))
+    q_carried = np.array([[0, 0, 0, 0], [0, 0, 0, 0], [5, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0.0]])
+    changed = np.array([True, True, False, False, True])
+    counted = np.array([False, True, True, True, True])
+    table = condition_table("carry", mse_H, mse_L, q_carried, q, changed, counted)
+    assert set(table) == {"Carry Z, env changed", "Carry Z, env not changed"}
+    on = table["Carry Z, env changed"]  # steps 1 and 4
+    off = table["Carry Z, env not changed"]  # steps 2 and 3
+    assert on["steps"] == 2 and off["steps"] == 2
+    assert on["median_mse_H"] == [3.5, 3.5] and off["median_mse_H"] == [3.5, 2.0]
+    assert on["median_mse_L"] == [35.0, 35.0]
+    assert on["median_kl"] == pytest.approx(0.0)  # identical distributions
+    # step 2: final uniform vs carried peaked on action 0 -> KL > 0
+    p = np.full(4, 0.25)
+    log_c = np.log(np.exp([5, 0, 0, 0]) / np.exp([5, 0, 0, 0]).sum())
+    expected = float((p * (np.log(p) - log_c)).sum())
+    assert off["mean_kl"] == pytest.approx(expected / 2)
+    empty = condition_table("reset", mse_H, mse_L, q_carried, q, changed, np.zeros(5, bool))
+    assert empty["Reset Z, env changed"]["steps"] == 0
+
+
+def fake_run(tmp_path, name, carry):
+    """A run directory as dqn_hrm.py writes it, holding a freshly initialised tiny model."""
+    torch.manual_seed(0)
+    config = HRMConfig.cpu(**TINY)
+    net = HRMQValueNet(config, carry=carry)
+    run = tmp_path / name
+    (run / "checkpoints").mkdir(parents=True)
+    torch.save({"config": {"carry": carry, "carry_state": "token", "env": "FourRoomsDoors",
+                           "preset": "cpu"},
+                "model_config": config.to_dict(), "model": net.state_dict()},
+               run / "checkpoints" / "last.pt")
+    (run / "config.json").write_text(json.dumps({"env": "FourRoomsDoors", "preset": "cpu",
+                                                 "carry": carry}))
+    with open(run / "metrics.csv", "w") as f:
+        f.write("frames,updates,wall_seconds,epsilon,success_rate,mean_episode_length,"
+                "mean_success_length,mean_return,oracle_mean_episode_length\n")
+        f.write("1000,10,5.0,0.9,0.1,75.0,12.0,-0.5,11.5\n2000,20,9.0,0.8,0.3,60.0,11.0,-0.1,11.5\n")
+    return run
+
+
+def test_load_agent_and_bad_paths(tmp_path):
+    run = fake_run(tmp_path, "carry", "carry")
+    net, config = load_agent(run)
+    assert net.carry == "carry" and config["env"] == "FourRoomsDoors"
+    with pytest.raises(ValueError, match="holds no checkpoints"):
+        load_agent(tmp_path)
+    with pytest.raises(ValueError, match="no run directory or checkpoint"):
+        load_agent(tmp_path / "missing.pt")
+
+
+def test_analyze_writes_tables_and_plots(tmp_path):
+    runs = [fake_run(tmp_path, "carry", "carry"), fake_run(tmp_path, "reset", "reset")]
+    out = tmp_path / "analysis"
+    results = analyze_main([str(r) for r in runs] + ["--env", "FourRoomsDoors", "--episodes", "6",
+                                                     "--out", str(out)])
+    assert len(results) == 2
+    conditions = {c for table in results.values() for c in table}
+    assert conditions == {"Carry Z, env changed", "Carry Z, env not changed",
+                          "Reset Z, env changed", "Reset Z, env not changed"}
+    with open(out / "convergence.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["run", "condition", "level", "segment", "median_mse", "steps"]
+    assert {r["segment"] for r in rows} == {"1", "2"}  # segments-1 values, never the last
+    assert all(math.isfinite(float(r["median_mse"])) and float(r["median_mse"]) >= 0 for r in rows)
+    divergence = json.loads((out / "divergence.json").read_text())
+    for table in divergence.values():
+        for row in table.values():
+            assert row["steps"] == 0 or (math.isfinite(row["median_kl"]) and row["median_kl"] >= 0)
+    for png in ("convergence.png", "divergence.png"):
+        assert (out / png).stat().st_size > 10_000
+
+
+def test_plot_runs(tmp_path):
+    runs = [fake_run(tmp_path, "a", "carry"), fake_run(tmp_path, "b", "reset")]
+    out = tmp_path / "curves.png"
+    plot_main([str(r) for r in runs] + ["--out", str(out)])
+    assert out.stat().st_size > 10_000
+    with pytest.raises(SystemExit, match="holds no metrics.csv"):
+        plot_main([str(tmp_path), "--out", str(out)])

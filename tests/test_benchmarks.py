@@ -1,0 +1,40 @@
+"""The benchmarks run in --quick mode, so that they keep working (no timing is asserted)."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def check_rows(rows, names):
+    assert {r["name"] for r in rows} >= set(names)
+    for row in rows:
+        assert set(row) >= {"name", "frames_per_second", "limit_frames_per_second", "ratio"}
+        assert row["frames_per_second"] > 0 and row["limit_frames_per_second"] > 0
+        assert abs(row["ratio"] - row["frames_per_second"] / row["limit_frames_per_second"]) < 1e-9
+
+
+def test_model_speed_quick(tmp_path):
+    out = tmp_path / "model.json"
+    load("model_speed").main(["--quick", "--json", str(out), "--presets", "cpu"])
+    rows = json.loads(out.read_text())
+    check_rows(rows, ["model-cpu-float32-cpu", "model-cpu-bfloat16-cpu"])
+    assert all(r["train_steps_per_second"] > 0 for r in rows)
+
+
+def test_collector_throughput_quick(tmp_path):
+    out = tmp_path / "collector.json"
+    load("collector_throughput").main(["--quick", "--json", str(out)])
+    rows = json.loads(out.read_text())
+    check_rows(rows, ["plain-loop", "torchrl-env-1", "torchrl-env-16", "multisync-random-2-4",
+                      "multisync-hrm-cpu-2-4", "model-only-cpu-16", "hand-rolled-hrm-cpu"])
+    plain = next(r for r in rows if r["name"] == "plain-loop")
+    assert plain["ratio"] == 1.0
