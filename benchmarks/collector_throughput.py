@@ -31,12 +31,11 @@ from torchrl.collectors import MultiSyncCollector
 from torchrl.envs import (
     Compose,
     FlattenObservation,
-    GymEnv,
+    GymWrapper,
     InitTracker,
     SerialEnv,
     TransformedEnv,
 )
-from torchrl.envs.utils import RandomPolicy
 
 import hrm_torchrl
 from hrm_torchrl import HRMConfig, HRMQValueNet, make_env
@@ -56,6 +55,11 @@ def plain_loop(env_id: str, seconds: float) -> float:
         if terminated or truncated:
             env.reset()
     return frames / (time.perf_counter() - start)
+
+
+def gym_env(env_id: str) -> GymWrapper:
+    # GymEnv(env_id) would pass a `frameskip` keyword that our mazes reject.
+    return GymWrapper(gym.make(env_id))
 
 
 def rollout_rate(env, policy, steps: int) -> float:
@@ -126,7 +130,7 @@ def main(argv=None):
 
     plain = plain_loop(env_id, seconds)
     add("plain-loop", plain, plain)
-    serial = SerialEnv(4 if quick else 16, functools.partial(GymEnv, env_id))
+    serial = SerialEnv(4 if quick else 16, functools.partial(gym_env, env_id))
     add(f"serialenv-gymenv-{serial.batch_size[0]}", rollout_rate(serial, None, 5 if quick else 50),
         plain)
     serial.close()
@@ -138,8 +142,8 @@ def main(argv=None):
     grid = [(1, 4), (2, 4)] if quick else [(w, e) for w in (1, 2, 5) for e in (16, 64)]
     action_spec = make_env(args.env).action_spec_unbatched
     for workers, envs in grid:
-        fps = collector_rate(args.env, workers, envs, RandomPolicy(action_spec), None, seconds,
-                             workers * envs * 4)
+        # policy=None: each worker draws random actions from its own env's batched spec
+        fps = collector_rate(args.env, workers, envs, None, None, seconds, workers * envs * 4)
         add(f"multisync-random-{workers}-{envs}", fps, plain * min(workers, CORES))
 
     presets = ["cpu"] if quick else args.presets
@@ -158,7 +162,7 @@ def main(argv=None):
         model_limit = model_only(net, batch, seconds)
         add(f"model-only-{preset}-{batch}", model_limit, model_limit)
         serial = TransformedEnv(
-            SerialEnv(batch, functools.partial(GymEnv, env_id)),
+            SerialEnv(batch, functools.partial(gym_env, env_id)),
             Compose(FlattenObservation(-2, -1, in_keys=["observation"]), InitTracker(),
                     primer.clone()),
         )

@@ -159,6 +159,7 @@ class DoorMaze(gym.Env):
                     break
         self.steps = 0
         self.env_changed = False
+        self.finished = False
         return self._observation(), self._info()
 
     def step(self, action):
@@ -168,6 +169,8 @@ class DoorMaze(gym.Env):
 
     def _advance(self, action) -> tuple[float, bool]:
         """Moves the agent, then lets the doors change. Returns (reward, terminated)."""
+        if getattr(self, "finished", True):
+            raise RuntimeError(f"{type(self).__name__}: step() on a finished episode; call reset() first")
         action = int(action)
         if not 0 <= action < 4:
             raise ValueError(f"action must be 0 (north), 1 (east), 2 (south) or 3 (west), got {action}")
@@ -180,6 +183,7 @@ class DoorMaze(gym.Env):
             # NetHack's last frame of an episode holds no map: the hero stands on the goal.
             self.agent = self.goal if terminated else self._agent_from(obs["blstats"])
         self.steps += 1
+        self.finished = terminated or self.steps >= self.max_steps
         self.env_changed = False if terminated else self._change_doors()
         return float(reward), bool(terminated)
 

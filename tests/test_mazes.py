@@ -216,6 +216,13 @@ def test_bad_action_render_mode_and_unknown_maze_raise():
     env.reset(seed=0)
     with pytest.raises(ValueError, match="action must be 0"):
         env.step(4)
+    short = FourRoomsDoors(max_steps=1)
+    with pytest.raises(RuntimeError, match="call reset"):
+        short.step(0)
+    short.reset(seed=0)
+    assert short.step(0)[3]  # truncated after one step
+    with pytest.raises(RuntimeError, match="step\\(\\) on a finished episode"):
+        short.step(0)
     with pytest.raises(ValueError, match="unknown maze 'Maze'"):
         hrm_torchrl.make_env("Maze")
     with pytest.raises(ValueError, match="num_envs must be a positive"):

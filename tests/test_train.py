@@ -17,7 +17,7 @@ SCRIPT = ROOT / "examples" / "dqn_hrm.py"
 SMALL = [
     "--workers", "2", "--envs-per-worker", "4", "--frames-per-batch", "64",
     "--warmup-frames", "128", "--batch-size", "16", "--eval-episodes", "8",
-    "--eval-every", "256", "--minutes", "0",
+    "--eval-every", "256", "--minutes", "0", "--buffer-size", "10000",
 ]
 
 
