@@ -39,7 +39,7 @@ from torchrl.envs import (
 
 import hrm_torchrl
 from hrm_torchrl import HRMConfig, HRMQValueNet, make_env
-from hrm_torchrl.oracle import ENV_IDS
+from hrm_torchrl.torchrl_env import ENV_IDS
 
 CORES = os.cpu_count() or 1
 
@@ -116,6 +116,7 @@ def main(argv=None):
     parser.add_argument("--json", help="write the rows here")
     parser.add_argument("--env", default="FourRoomsDoors", choices=hrm_torchrl.MAZES)
     parser.add_argument("--presets", nargs="*", default=["cpu", "paper"])
+    parser.add_argument("--plot", help="write a PNG of the MultiSyncCollector rows here")
     args = parser.parse_args(argv)
     quick = args.quick
     seconds = 0.5 if quick else 5.0
@@ -150,7 +151,8 @@ def main(argv=None):
     for preset in presets:
         net, policy = hrm_policy(preset, action_spec)
         primer = net.make_tensordict_primer()
-        hrm_grid = grid if preset == "cpu" else [(5, 16)] if not quick else []
+        # (1, 256): one worker whose policy batch equals the hand-rolled loop's
+        hrm_grid = (grid + [(1, 256)] * (not quick)) if preset == "cpu" else [(5, 16), (1, 256)]
         for workers, envs in hrm_grid:
             model_limit = model_only(net, envs, seconds)
             fps = collector_rate(args.env, workers, envs, policy, primer,
@@ -175,7 +177,40 @@ def main(argv=None):
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
+    if args.plot:
+        plot(rows, args.plot)
     return rows
+
+
+def plot(rows: list[dict], path: str) -> None:
+    """Frames/s of the multisync-POLICY-W-E rows against W, one line per (policy, E)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lines = {}
+    for row in rows:
+        if row["name"].startswith("multisync-"):
+            *policy, workers, envs = row["name"].split("-")[1:]
+            lines.setdefault(("-".join(policy), int(envs)), []).append(
+                (int(workers), row["frames_per_second"]))
+    policies = sorted({policy for policy, _ in lines})
+    fig, axes = plt.subplots(1, len(policies), figsize=(5 * len(policies), 4), squeeze=False)
+    plain = next((r["frames_per_second"] for r in rows if r["name"] == "plain-loop"), None)
+    for ax, policy in zip(axes[0], policies):
+        if policy == "random" and plain:
+            ax.axhline(plain, color="k", linestyle=":", label="plain gymnasium loop (1 process)")
+        for (name, envs), points in sorted(lines.items()):
+            if name == policy:
+                points.sort()
+                ax.plot(*zip(*points), marker="o", label=f"{envs} mazes per worker")
+        ax.set(xlabel="collector workers", ylabel="frames/s", title=f"MultiSyncCollector, {policy}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

@@ -8,12 +8,12 @@ import gymnasium as _gym
 
 from hrm_torchrl.config import HRMConfig
 from hrm_torchrl.module import HRMQValueNet
-from hrm_torchrl.torchrl_env import MAZES, MazeEnv, make_env
+from hrm_torchrl.torchrl_env import ENV_IDS, MAZES, MazeEnv, make_env
 
 # Registered on import, so that spawned workers that import the package can gymnasium.make them.
-for _name, _entry in (("HRM-FourRoomsDoors-v0", "FourRoomsDoors"), ("HRM-DynamicMaze-v0", "DynamicMaze")):
-    if _name not in _gym.registry:
-        _gym.register(_name, entry_point=f"hrm_torchrl.mazes:{_entry}")
+for _name, _env_id in ENV_IDS.items():
+    if _env_id not in _gym.registry:
+        _gym.register(_env_id, entry_point=f"hrm_torchrl.mazes:{_name}")
 
-__all__ = ["HRMConfig", "HRMQValueNet", "MAZES", "MazeEnv", "make_env"]
+__all__ = ["ENV_IDS", "HRMConfig", "HRMQValueNet", "MAZES", "MazeEnv", "make_env"]
 __version__ = "0.1.0"

@@ -8,7 +8,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from hrm_torchrl.torchrl_env import make_env
+from hrm_torchrl.torchrl_env import ENV_IDS, make_env
 
 
 def first_episodes(policy, name: str, episodes: int, seed: int, device="cpu", primer=None,
@@ -50,7 +50,7 @@ def summarize(scores: dict) -> dict:
 @functools.lru_cache(maxsize=16)
 def oracle_mean_episode_length(name: str, episodes: int, seed: int) -> float:
     """The A* oracle's mean episode length on the same seeds as ``first_episodes``."""
-    from hrm_torchrl.oracle import ENV_IDS, episode_stats, oracle_action
+    from hrm_torchrl.oracle import episode_stats, oracle_action
 
     env = gym.make(ENV_IDS[name])
     stats = episode_stats(env, oracle_action, episodes, seed)

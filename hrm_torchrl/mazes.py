@@ -128,7 +128,7 @@ class DoorMaze(gym.Env):
         x, y = int(blstats[nethack.NLE_BL_X]), int(blstats[nethack.NLE_BL_Y])
         return y - self._origin[0], x - self._origin[1]
 
-    def _new_level(self) -> bool:
+    def _new_level(self) -> None:
         """Has NetHack draw a level; reads walls, start and goal off its map."""
         core, disp = (int(v) for v in self.np_random.integers(1, 2**31 - 1, size=2))
         self._nethack.seed(core, disp, reseed=False)
@@ -143,7 +143,6 @@ class DoorMaze(gym.Env):
         goal = np.argwhere(interior == ord(">"))
         self.goal = tuple(int(v) for v in goal[0])
         self.agent = self._agent_from(obs["blstats"])
-        return True
 
     # -- the gymnasium API ------------------------------------------------------------------
     def reset(self, *, seed=None, options=None):

@@ -16,6 +16,11 @@ CARRY_STATES = ("token", "full")
 DIAGNOSTICS_KEYS = ("mse_H", "mse_L", "q_segments", "q_carried")
 
 
+def _as_tuple(key) -> tuple:
+    key = unravel_key(key)
+    return key if isinstance(key, tuple) else (key,)
+
+
 def _mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a - b).pow(2).flatten(1).mean(-1)
 
@@ -111,7 +116,7 @@ class HRMQValueNet(TensorDictModuleBase):
         self.carry_state = carry_state
         self.in_keys = in_keys
         self._base_out_keys = out_keys
-        self.diagnostics_key = unravel_key(diagnostics_key)
+        self.diagnostics_key = _as_tuple(diagnostics_key)
         self.hrm = HRM(config, n_actions)
         self.diagnostics = diagnostics
 
@@ -122,13 +127,8 @@ class HRMQValueNet(TensorDictModuleBase):
     @diagnostics.setter
     def diagnostics(self, value: bool) -> None:
         self._diagnostics = bool(value)
-        extra = []
-        if self._diagnostics:
-            base = self.diagnostics_key if isinstance(self.diagnostics_key, tuple) else (
-                self.diagnostics_key,
-            )
-            extra = [(*base, name) for name in DIAGNOSTICS_KEYS]
-        self.out_keys = list(self._base_out_keys) + extra
+        extra = [(*self.diagnostics_key, name) for name in DIAGNOSTICS_KEYS]
+        self.out_keys = list(self._base_out_keys) + (extra if self._diagnostics else [])
 
     @property
     def state_shape(self) -> tuple[int, ...]:
@@ -148,10 +148,9 @@ class HRMQValueNet(TensorDictModuleBase):
 
         _, key_H, key_L, _ = self.in_keys
         _, out_H, out_L = self._base_out_keys
-        as_tuple = lambda key: key if isinstance(key, tuple) else (key,)  # noqa: E731
-        if as_tuple(out_H) != ("next", *as_tuple(key_H)) or as_tuple(out_L) != (
+        if _as_tuple(out_H) != ("next", *_as_tuple(key_H)) or _as_tuple(out_L) != (
             "next",
-            *as_tuple(key_L),
+            *_as_tuple(key_L),
         ):
             raise RuntimeError(
                 "make_tensordict_primer needs out_keys named ('next', <in_key>) for z_H and z_L; "
@@ -269,8 +268,6 @@ class HRMQValueNet(TensorDictModuleBase):
             "q_segments": torch.stack([self.hrm.q_values(zh) for zh, _ in states], -2),
             "q_carried": self.hrm.q_values(start_H.float()),
         }
-        base = self.diagnostics_key if isinstance(self.diagnostics_key, tuple) else (
-            self.diagnostics_key,
-        )
         for name, value in values.items():
-            tensordict.set((*base, name), value.reshape(*batch_shape, *value.shape[1:]))
+            tensordict.set((*self.diagnostics_key, name),
+                           value.reshape(*batch_shape, *value.shape[1:]))

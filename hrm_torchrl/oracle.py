@@ -16,10 +16,8 @@ import torch
 from tensordict.nn import TensorDictModuleBase
 
 from hrm_torchrl.astar import MOVES, astar
-
-SIZE = 11
-WALL, CLOSED_DOOR, AGENT, GOAL = (ord(c) for c in "#+@>")
-ENV_IDS = {"FourRoomsDoors": "HRM-FourRoomsDoors-v0", "DynamicMaze": "HRM-DynamicMaze-v0"}
+from hrm_torchrl.mazes import AGENT, CLOSED_DOOR, GOAL, SIZE, WALL
+from hrm_torchrl.torchrl_env import ENV_IDS
 
 
 def oracle_action(observation) -> int:

@@ -13,7 +13,9 @@ from tensordict import TensorDict, TensorDictBase
 from torchrl.data import Bounded, Categorical, Composite, OneHot, Unbounded
 from torchrl.envs import Compose, EnvBase, InitTracker, RewardSum, StepCounter, TransformedEnv
 
-MAZES = ("FourRoomsDoors", "DynamicMaze")
+# The mazes by name, with their gymnasium ids (registered when hrm_torchrl is imported).
+ENV_IDS = {"FourRoomsDoors": "HRM-FourRoomsDoors-v0", "DynamicMaze": "HRM-DynamicMaze-v0"}
+MAZES = tuple(ENV_IDS)
 
 
 def _maze_class(name: str):

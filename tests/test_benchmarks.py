@@ -31,8 +31,9 @@ def test_model_speed_quick(tmp_path):
 
 
 def test_collector_throughput_quick(tmp_path):
-    out = tmp_path / "collector.json"
-    load("collector_throughput").main(["--quick", "--json", str(out)])
+    out, png = tmp_path / "collector.json", tmp_path / "collector.png"
+    load("collector_throughput").main(["--quick", "--json", str(out), "--plot", str(png)])
+    assert png.stat().st_size > 10_000
     rows = json.loads(out.read_text())
     check_rows(rows, ["plain-loop", "torchrl-env-1", "torchrl-env-16", "multisync-random-2-4",
                       "multisync-hrm-cpu-2-4", "model-only-cpu-16", "hand-rolled-hrm-cpu"])
