@@ -236,10 +236,10 @@ def main(argv=None) -> int:
                                     batch_size=cfg["batch_size"])
     logger = CSVLogger(exp_name="logs", log_dir=str(run_dir))
     oracle_length = oracle_mean_episode_length(cfg["env"], cfg["eval_episodes"], EVAL_SEED)
+    eval_env = make_env(cfg["env"], num_envs=cfg["eval_episodes"], device=device, primer=primer)
 
     def evaluate() -> dict:
-        scores = first_episodes(actor, cfg["env"], cfg["eval_episodes"], EVAL_SEED,
-                                device=device, primer=primer)
+        scores = first_episodes(actor, eval_env, EVAL_SEED)
         result = {**summarize(scores), "oracle_mean_episode_length": oracle_length}
         for key, value in result.items():
             logger.log_scalar(f"eval/{key}", value, step=frames)
@@ -328,13 +328,16 @@ def main(argv=None) -> int:
         collector.shutdown()
 
     if exit_code:
+        eval_env.close()
         return exit_code
     save_checkpoint(last_path, checkpoint_state())
     if stop.requested:
+        eval_env.close()
         tqdm.write(f"stopped at {frames} frames; resume with --resume --run-dir {run_dir}")
         return 0
     wall = time.time() - start
     eval_result = evaluate()
+    eval_env.close()
     if eval_result["success_rate"] > best_success:
         best_success = eval_result["success_rate"]
         save_checkpoint(best_path, checkpoint_state())

@@ -91,8 +91,10 @@ def analyze_run(net: HRMQValueNet, variant: str, env: str, episodes: int, seed: 
     from hrm_torchrl.torchrl_env import make_env
 
     net.diagnostics = True
-    actor = QValueActor(net, spec=make_env(env).action_spec_unbatched)
-    scores = first_episodes(actor, env, episodes, seed, primer=net.make_tensordict_primer())
+    maze_env = make_env(env, num_envs=episodes, primer=net.make_tensordict_primer())
+    actor = QValueActor(net, spec=maze_env.action_spec_unbatched)
+    scores = first_episodes(actor, maze_env, seed)
+    maze_env.close()
     data = scores["rollout"]
     done = data["next", "done"].squeeze(-1).numpy()
     first_end = done.argmax(-1)

@@ -8,25 +8,23 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from hrm_torchrl.torchrl_env import ENV_IDS, make_env
+from hrm_torchrl.torchrl_env import ENV_IDS
 
 
-def first_episodes(policy, name: str, episodes: int, seed: int, device="cpu", primer=None,
-                   max_steps: int = 80, **maze_kwargs) -> dict:
-    """Runs ``policy`` on ``episodes`` mazes at once, maze i from ``reset(seed=seed + i)``, and
-    scores each maze's first episode.
+def first_episodes(policy, env, seed: int) -> dict:
+    """Runs ``policy`` on every maze of ``env`` (a ``make_env`` env, so that one env serves every
+    evaluation), maze i from ``reset(seed=seed + i)``, and scores each maze's first episode.
 
-    Returns numpy arrays ``success`` (bool), ``length`` (steps; failures count the full
-    ``max_steps``) and ``episode_return``, plus ``rollout``, the whole TorchRL rollout.
+    Returns numpy arrays ``success`` (bool), ``length`` (steps; failures count the full step
+    limit) and ``episode_return``, plus ``rollout``, the whole TorchRL rollout.
     """
-    env = make_env(name, num_envs=episodes, seed=seed, device=device, primer=primer,
-                   max_steps=max_steps, **maze_kwargs)
+    max_steps = env.base_env.mazes[0].max_steps
+    env.set_seed(seed)
     with torch.no_grad():
         rollout = env.rollout(max_steps, policy, break_when_any_done=False)
-    env.close()
-    done = rollout["next", "done"].squeeze(-1).cpu().numpy()  # [episodes, max_steps]
+    done = rollout["next", "done"].squeeze(-1).cpu().numpy()  # [mazes, max_steps]
     first = done.argmax(-1)  # every first episode ends within max_steps (truncation)
-    rows = np.arange(episodes)
+    rows = np.arange(done.shape[0])
     terminated = rollout["next", "terminated"].squeeze(-1).cpu().numpy()[rows, first]
     returns = rollout["next", "episode_reward"].squeeze(-1).cpu().numpy()[rows, first]
     return {

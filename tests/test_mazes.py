@@ -285,3 +285,17 @@ def test_torchrl_env_matches_the_gymnasium_maze_and_resets_done_mazes():
     assert (rollout["is_init"].squeeze(-1)[:, 1:] == done[:, :-1]).all()
     assert (rollout["step_count"].squeeze(-1)[rollout["is_init"].squeeze(-1)] == 0).all()
     env.close()
+
+
+def test_first_episodes_reuses_one_env_and_matches_the_gymnasium_oracle():
+    from hrm_torchrl.evaluation import first_episodes
+
+    env = hrm_torchrl.make_env("FourRoomsDoors", num_envs=12)
+    first = first_episodes(OraclePolicy(), env, seed=40)
+    again = first_episodes(OraclePolicy(), env, seed=40)
+    env.close()
+    np.testing.assert_array_equal(first["length"], again["length"])
+    assert first["success"].all()
+    # the same seeds through gymnasium give the same episodes
+    stats = episode_stats(gym.make(IDS[0]), oracle_action, episodes=12, seed=40)
+    assert stats["mean_episode_length"] == pytest.approx(first["length"].mean())
