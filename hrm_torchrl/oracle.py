@@ -73,14 +73,11 @@ def episode_stats(env: gym.Env, policy, episodes: int, seed: int) -> dict:
         lengths.append(steps)
         successes.append(success)
         returns.append(total)
-    lengths, successes = np.array(lengths), np.array(successes)
-    return {
-        "episodes": episodes,
-        "success_rate": float(successes.mean()),
-        "mean_episode_length": float(lengths.mean()),
-        "mean_success_length": float(lengths[successes].mean()) if successes.any() else float("nan"),
-        "mean_return": float(np.mean(returns)),
-    }
+    from hrm_torchrl.evaluation import summarize
+
+    scores = {"success": np.array(successes), "length": np.array(lengths),
+              "episode_return": np.array(returns)}
+    return {"episodes": episodes, **summarize(scores)}
 
 
 def main(argv=None):
