@@ -49,12 +49,12 @@ PRESETS = {
         eval_every=50_000, eval_episodes=200,
     ),
     "cpu": dict(
-        model="cpu", frames=20_000_000, minutes=20.0, threads=0, workers=2, envs_per_worker=128,
-        frames_per_batch=2048, batch_size=64, buffer_size=1_000_000, updates_per_batch=12,
+        model="cpu", frames=20_000_000, minutes=20.0, threads=0, workers=2, envs_per_worker=64,
+        frames_per_batch=1024, batch_size=64, buffer_size=1_000_000, updates_per_batch=8,
         warmup_frames=2_560, lr=1e-3, embedding_lr=1e-2, embedding_weight_decay=0.1,
         betas=(0.9, 0.95), gamma=0.95, n_steps=3, double_dqn=False, deep_supervision=True,
         eps_init=1.0, eps_end=0.1, eps_frames=300_000, target_eps=0.99, grad_clip=1.0,
-        eval_every=50_000, eval_episodes=200,
+        eval_every=100_000, eval_episodes=200,
     ),
 }
 EVAL_SEED = 10_000_000  # evaluation mazes never share seeds with training mazes
@@ -230,6 +230,9 @@ def main(argv=None) -> int:
         total_frames=-1,
         env_device="cpu", policy_device=device, storing_device="cpu",
         postproc=MultiStep(gamma=cfg["gamma"], n_steps=cfg["n_steps"]) if cfg["n_steps"] > 1 else None,
+        # Collection and updates take turns, so the learner may use every core; left alone the
+        # collector would cut this process to (threads - workers), i.e. 1 thread on 2 cores.
+        num_threads=torch.get_num_threads(),
     )
     signal.signal(signal.SIGINT, stop)
     buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(cfg["buffer_size"]),
