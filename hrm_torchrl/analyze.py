@@ -147,6 +147,10 @@ def write_outputs(results: dict, out: Path, title: str) -> None:
                     marker = "o" if row["env_changed"] else "s"
                     ax.plot(range(1, len(values) + 1), values, style, marker=marker,
                             label=f"{run}: {condition} (n={row['steps']})")
+        longest = max((len(row[f"median_mse_{level}"]) for table in results.values()
+                       for row in table.values()), default=1)
+        ax.set_xticks(range(1, longest + 1))
+        ax.set_xlim(0.5, longest + 0.5)
         ax.set_xlabel("segment i (recurrent step)")
         ax.set_ylabel(f"median MSE(z_{level}^i, z_{level}^final)")
         ax.set_title(f"z_{level} convergence")
@@ -164,8 +168,9 @@ def write_outputs(results: dict, out: Path, title: str) -> None:
         for condition, row in table.items():
             labels.append(f"{run}\n{condition}")
             values.append(row["median_kl"])
-    ax.bar(range(len(values)), values, color=["tab:blue", "tab:cyan", "tab:red", "tab:orange"]
-           * (len(values) // 4 + 1))
+    bars = ax.bar(range(len(values)), values,
+                  color=["tab:blue", "tab:cyan", "tab:red", "tab:orange"] * (len(values) // 4 + 1))
+    ax.bar_label(bars, fmt="%.2g", fontsize=8)  # small bars stay readable
     ax.set_xticks(range(len(values)), labels, fontsize=7)
     ax.set_ylabel("median KL(p_final || p_carried) [nats]")
     ax.set_title(f"{title}: divergence of the carried-in action distribution")
