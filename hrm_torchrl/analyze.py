@@ -147,8 +147,8 @@ def write_outputs(results: dict, out: Path, title: str) -> None:
                     marker = "o" if row["env_changed"] else "s"
                     ax.plot(range(1, len(values) + 1), values, style, marker=marker,
                             label=f"{run}: {condition} (n={row['steps']})")
-        longest = max((len(row[f"median_mse_{level}"]) for table in results.values()
-                       for row in table.values()), default=1)
+        longest = max([1] + [len(row[f"median_mse_{level}"]) for table in results.values()
+                             for row in table.values()])
         ax.set_xticks(range(1, longest + 1))
         ax.set_xlim(0.5, longest + 0.5)
         ax.set_xlabel("segment i (recurrent step)")
