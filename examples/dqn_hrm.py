@@ -165,7 +165,8 @@ def main(argv=None) -> int:
     net = HRMQValueNet(model_config, n_actions=4, carry=cfg["carry"],
                        carry_state=cfg["carry_state"]).to(device)
     primer = net.make_tensordict_primer()
-    action_spec = make_env(cfg["env"], num_envs=1).action_spec_unbatched
+    eval_env = make_env(cfg["env"], num_envs=cfg["eval_episodes"], device=device, primer=primer)
+    action_spec = eval_env.action_spec_unbatched
     actor = QValueActor(net, spec=action_spec)
     egreedy = EGreedyModule(action_spec, eps_init=cfg["eps_init"], eps_end=cfg["eps_end"],
                             annealing_num_steps=cfg["eps_frames"])
@@ -239,7 +240,6 @@ def main(argv=None) -> int:
                                     batch_size=cfg["batch_size"])
     logger = CSVLogger(exp_name="logs", log_dir=str(run_dir))
     oracle_length = oracle_mean_episode_length(cfg["env"], cfg["eval_episodes"], EVAL_SEED)
-    eval_env = make_env(cfg["env"], num_envs=cfg["eval_episodes"], device=device, primer=primer)
 
     def evaluate() -> dict:
         scores = first_episodes(actor, eval_env, EVAL_SEED)

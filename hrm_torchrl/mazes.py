@@ -94,6 +94,7 @@ class DoorMaze(gym.Env):
         self.p_change = float(p_change)
         self.max_steps = int(max_steps)
         self.render_mode = render_mode
+        self.finished = True  # no episode until reset()
         self.observation_space = gym.spaces.Box(0, 127, (SIZE, SIZE), np.uint8)
         self.action_space = gym.spaces.Discrete(4)
         self._nethack = MiniHackNavigation(
@@ -168,7 +169,7 @@ class DoorMaze(gym.Env):
 
     def _advance(self, action) -> tuple[float, bool]:
         """Moves the agent, then lets the doors change. Returns (reward, terminated)."""
-        if getattr(self, "finished", True):
+        if self.finished:
             raise RuntimeError(f"{type(self).__name__}: step() on a finished episode; call reset() first")
         action = int(action)
         if not 0 <= action < 4:

@@ -16,6 +16,7 @@ import torch
 from tensordict.nn import TensorDictModuleBase
 
 from hrm_torchrl.astar import MOVES, astar
+from hrm_torchrl.evaluation import summarize
 from hrm_torchrl.mazes import AGENT, CLOSED_DOOR, GOAL, SIZE, WALL
 from hrm_torchrl.torchrl_env import ENV_IDS
 
@@ -73,8 +74,6 @@ def episode_stats(env: gym.Env, policy, episodes: int, seed: int) -> dict:
         lengths.append(steps)
         successes.append(success)
         returns.append(total)
-    from hrm_torchrl.evaluation import summarize
-
     scores = {"success": np.array(successes), "length": np.array(lengths),
               "episode_return": np.array(returns)}
     return {"episodes": episodes, **summarize(scores)}
