@@ -9,7 +9,8 @@ evaluation helpers come from the package. Every flag defaults to the chosen pres
 Pipeline: make_env workers -> MultiSyncCollector (epsilon-greedy QValueActor over HRMQValueNet)
 -> [MultiStep] -> LazyTensorStorage replay -> DQN updates (HRM deep supervision: one optimizer
 step per segment, targets from the target network once per minibatch; or plain DQNLoss) ->
-SoftUpdate of the target network -> fresh weights to the workers. Ctrl-C saves and exits 0.
+SoftUpdate of the target network -> fresh weights to the workers. Ctrl-C or SIGTERM saves
+and exits 0.
 """
 
 from __future__ import annotations
@@ -73,6 +74,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="continue from <run-dir>/checkpoints/last.pt")
     p.add_argument("--plain-dqn", action="store_true",
                    help="plain DQNLoss updates instead of HRM deep supervision")
+    p.add_argument("--segments", type=int,
+                   help="HRM segments per environment step (default: the model preset's)")
     # Preset values; None keeps the preset's.
     p.add_argument("--threads", type=int, help="torch threads of the learner process (0: torch's default)")
     p.add_argument("--frames", type=int, help="stop after this many collected frames")
@@ -120,18 +123,21 @@ def resolve_config(args: argparse.Namespace) -> dict:
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda but torch sees no CUDA device")
     cfg.update(env=args.env, preset=args.preset, carry=args.carry, carry_state=args.carry_state,
-               device=device, seed=args.seed)
+               device=device, seed=args.seed, segments=args.segments)
     for key in ("frames", "workers", "envs_per_worker", "frames_per_batch", "batch_size",
                 "buffer_size", "updates_per_batch", "eval_episodes", "n_steps"):
         if cfg[key] < 1:
             raise SystemExit(f"error: --{key.replace('_', '-')} must be at least 1, got {cfg[key]}")
+    if args.segments is not None and args.segments < 1:
+        raise SystemExit(f"error: --segments must be at least 1, got {args.segments}")
     if not 0 < cfg["gamma"] <= 1 or not 0 <= cfg["target_eps"] < 1:
         raise SystemExit("error: --gamma must lie in (0, 1] and --target-eps in [0, 1)")
     return cfg
 
 
 class StopRequest:
-    """First Ctrl-C: finish the current round, save, exit 0. Second: stop at once."""
+    """First Ctrl-C (or SIGTERM, as `timeout` and schedulers send): finish the current round,
+    save, exit 0. Second: stop at once."""
 
     def __init__(self):
         self.requested = False
@@ -140,7 +146,8 @@ class StopRequest:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-        tqdm.write("Ctrl-C: saving a checkpoint and stopping (again to stop at once)")
+        tqdm.write(f"{signal.Signals(signum).name}: saving a checkpoint and stopping "
+                   "(again to stop at once)")
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -161,7 +168,8 @@ def main(argv=None) -> int:
     device = torch.device(cfg["device"])
 
     # -- model, policy, loss, optimizer --------------------------------------------------------
-    model_config = HRMConfig.preset(cfg["model"])
+    model_config = HRMConfig.preset(cfg["model"],
+                                    **({"segments": cfg["segments"]} if cfg["segments"] else {}))
     net = HRMQValueNet(model_config, n_actions=4, carry=cfg["carry"],
                        carry_state=cfg["carry_state"]).to(device)
     primer = net.make_tensordict_primer()
@@ -236,6 +244,7 @@ def main(argv=None) -> int:
         num_threads=torch.get_num_threads(),
     )
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
     buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(cfg["buffer_size"]),
                                     batch_size=cfg["batch_size"])
     logger = CSVLogger(exp_name="logs", log_dir=str(run_dir))

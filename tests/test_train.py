@@ -64,6 +64,10 @@ def test_short_run_then_resume(tmp_path):
     other = run([*SMALL, "--env", "DynamicMaze", "--run-dir", str(run_dir), "--resume"])
     assert other.returncode != 0
     assert "trained with env='FourRoomsDoors'" in other.stderr
+    # ...and so is one of another model configuration (here: another number of segments)
+    fewer = run([*SMALL, "--segments", "1", "--run-dir", str(run_dir), "--resume"])
+    assert fewer.returncode != 0
+    assert "holds another model configuration" in fewer.stderr
 
 
 def _descendants(pid):
@@ -82,7 +86,8 @@ def _descendants(pid):
     return found
 
 
-def test_sigint_saves_and_leaves_no_worker(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_stop_signal_saves_and_leaves_no_worker(tmp_path, signum):
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(
         [sys.executable, str(SCRIPT), *SMALL, "--frames", "10000000", "--run-dir", str(run_dir)],
@@ -96,13 +101,13 @@ def test_sigint_saves_and_leaves_no_worker(tmp_path):
         assert proc.poll() is None, proc.communicate()[1][-3000:]
         workers = _descendants(proc.pid)
         assert workers, "the collector should have worker processes"
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         stdout, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 0, stderr[-3000:]
-    assert "saving a checkpoint" in stdout and "stopped at" in stdout
+    assert f"{signum.name}: saving a checkpoint" in stdout and "stopped at" in stdout
     assert (run_dir / "checkpoints" / "last.pt").exists()
     time.sleep(1.0)
     alive = [pid for pid in workers if Path(f"/proc/{pid}").exists()
@@ -117,6 +122,7 @@ def test_sigint_saves_and_leaves_no_worker(tmp_path):
         (["--preset", "gpu"], "unknown preset 'gpu'; choose one of \\['cpu', 'paper'\\]"),
         (["--carry", "keep"], "unknown --carry 'keep'"),
         (["--batch-size", "0"], "--batch-size must be at least 1"),
+        (["--segments", "0"], "--segments must be at least 1, got 0"),
     ],
 )
 def test_bad_flags_raise_clear_errors(args, match):
@@ -137,4 +143,6 @@ def test_flags_override_the_preset():
                                                      "--plain-dqn", "--device", "cpu"]))
     assert cfg["lr"] == 0.5 and cfg["deep_supervision"] is False
     assert cfg["batch_size"] == 256 and cfg["target_eps"] == 0.999 and cfg["workers"] == 5
+    assert cfg["segments"] is None  # the model preset's
+    assert example.resolve_config(example.parse_args(["--segments", "3"]))["segments"] == 3
     assert os.fspath(SCRIPT).endswith("dqn_hrm.py")
