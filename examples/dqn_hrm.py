@@ -125,11 +125,9 @@ def resolve_config(args: argparse.Namespace) -> dict:
     cfg.update(env=args.env, preset=args.preset, carry=args.carry, carry_state=args.carry_state,
                device=device, seed=args.seed, segments=args.segments)
     for key in ("frames", "workers", "envs_per_worker", "frames_per_batch", "batch_size",
-                "buffer_size", "updates_per_batch", "eval_episodes", "n_steps"):
-        if cfg[key] < 1:
+                "buffer_size", "updates_per_batch", "eval_episodes", "n_steps", "segments"):
+        if cfg[key] is not None and cfg[key] < 1:  # segments: None keeps the model preset's
             raise SystemExit(f"error: --{key.replace('_', '-')} must be at least 1, got {cfg[key]}")
-    if args.segments is not None and args.segments < 1:
-        raise SystemExit(f"error: --segments must be at least 1, got {args.segments}")
     if not 0 < cfg["gamma"] <= 1 or not 0 <= cfg["target_eps"] < 1:
         raise SystemExit("error: --gamma must lie in (0, 1] and --target-eps in [0, 1)")
     return cfg
