@@ -1,16 +1,18 @@
 """DQN training of the HRM agent (HRM-Agent, Dang & Rawlinson 2025) on the dynamic mazes.
 
-The whole algorithm is in this file; the model (HRMQValueNet), the mazes (make_env) and the
-evaluation helpers come from the package. Every flag defaults to the chosen preset's value:
+The whole algorithm is in this file; the networks, the mazes (make_env), hindsight relabeling,
+n-step returns and the evaluation helpers come from the package. Every flag defaults to the chosen
+preset's value:
 
-    python examples/dqn_hrm.py                       # cpu preset, FourRoomsDoors, Carry Z
+    python examples/dqn_hrm.py                       # cpu preset: HRM, FourRoomsDoors, Carry Z
+    python examples/dqn_hrm.py --model mlp           # the same pipeline with an MLP Q-network
     python examples/dqn_hrm.py --preset paper --device cuda --env DynamicMaze --carry reset
 
-Pipeline: make_env workers -> MultiSyncCollector (epsilon-greedy QValueActor over HRMQValueNet)
--> [MultiStep] -> LazyTensorStorage replay -> DQN updates (HRM deep supervision: one optimizer
-step per segment, targets from the target network once per minibatch; or plain DQNLoss) ->
-SoftUpdate of the target network -> fresh weights to the workers. Ctrl-C or SIGTERM saves
-and exits 0.
+Pipeline: make_env workers -> MultiSyncCollector (epsilon-greedy QValueActor) -> [hindsight
+relabeling] -> [n-step returns] -> LazyTensorStorage replay -> DQN updates (HRM deep supervision:
+one optimizer step per segment, targets from the target network once per minibatch; or plain
+DQNLoss) -> SoftUpdate of the target network after every optimizer step -> fresh weights to the
+workers. Ctrl-C or SIGTERM saves and exits 0.
 """
 
 from __future__ import annotations
@@ -29,33 +31,38 @@ import torch
 from tensordict.nn import TensorDictSequential
 from torchrl.collectors import MultiSyncCollector
 from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
-from torchrl.data.postprocs import MultiStep
 from torchrl.modules import EGreedyModule, QValueActor
 from torchrl.objectives import DQNLoss, SoftUpdate
 from torchrl.record.loggers import CSVLogger
+from torchrl.weight_update import MultiProcessWeightSyncScheme
 from tqdm import tqdm
 
-from hrm_torchrl import MAZES, HRMConfig, HRMQValueNet, make_env
-from hrm_torchrl.evaluation import first_episodes, oracle_mean_episode_length, summarize
+from hrm_torchrl import MAZES, HindsightRelabel, HRMConfig, HRMQValueNet, MultiStep, make_env
+from hrm_torchrl.baselines import LSTMQValueNet, MLPQValueNet
+from hrm_torchrl.evaluation import first_episodes, learning_diagnostics, oracle_mean_episode_length, summarize
 
-# Training presets. "paper" is appendix A of the paper. "cpu" is meant to learn FourRoomsDoors on a
-# 2-core CPU within 20 minutes; it does not yet (benchmarks/README.md has what was measured).
+MODELS = ("hrm", "mlp", "lstm")
+# Training presets. "paper" is appendix A of the paper, with epsilon annealed per optimizer step
+# as the authors count it. "cpu" is meant to learn FourRoomsDoors on a 2-core CPU within 20
+# minutes (benchmarks/README.md has what was measured).
 PRESETS = {
     "paper": dict(
-        model="paper", frames=3_000_000, minutes=0.0, threads=0, workers=5, envs_per_worker=16,
-        frames_per_batch=256, batch_size=256, buffer_size=1_048_576, updates_per_batch=1,
-        warmup_frames=2_560, lr=1e-4, embedding_lr=1e-2, embedding_weight_decay=0.1,
-        betas=(0.9, 0.95), gamma=0.95, n_steps=1, double_dqn=False, deep_supervision=True,
-        eps_init=1.0, eps_end=0.15, eps_frames=300_000, target_eps=0.999, grad_clip=1.0,
-        eval_every=50_000, eval_episodes=200,
+        model="hrm", hrm_config="paper", hindsight=0, frames=3_000_000, minutes=0.0, threads=0,
+        workers=5, envs_per_worker=16, frames_per_batch=256, batch_size=256,
+        buffer_size=1_048_576, updates_per_batch=1, warmup_frames=2_560, lr=1e-4,
+        embedding_lr=1e-2, embedding_weight_decay=0.1, betas=(0.9, 0.95), gamma=0.95, n_steps=1,
+        double_dqn=False, deep_supervision=True, eps_init=1.0, eps_end=0.15, eps_frames=None,
+        eps_updates=300_000, target_eps=0.999, grad_clip=1.0, eval_every=50_000,
+        eval_episodes=200, compile=False,
     ),
     "cpu": dict(
-        model="cpu", frames=20_000_000, minutes=20.0, threads=0, workers=2, envs_per_worker=64,
-        frames_per_batch=1024, batch_size=64, buffer_size=1_000_000, updates_per_batch=8,
-        warmup_frames=2_560, lr=1e-3, embedding_lr=1e-2, embedding_weight_decay=0.1,
-        betas=(0.9, 0.95), gamma=0.95, n_steps=3, double_dqn=False, deep_supervision=True,
-        eps_init=1.0, eps_end=0.1, eps_frames=300_000, target_eps=0.99, grad_clip=1.0,
-        eval_every=100_000, eval_episodes=200,
+        model="hrm", hrm_config="cpu", hindsight=1, frames=1_000_000, minutes=20.0, threads=0,
+        workers=2, envs_per_worker=32, frames_per_batch=1024, batch_size=128,
+        buffer_size=1_000_000, updates_per_batch=16, warmup_frames=2_048, lr=1e-3,
+        embedding_lr=1e-2, embedding_weight_decay=0.1, betas=(0.9, 0.95), gamma=0.95, n_steps=3,
+        double_dqn=False, deep_supervision=False, eps_init=1.0, eps_end=0.1, eps_frames=100_000,
+        eps_updates=None, target_eps=0.99, grad_clip=1.0, eval_every=50_000,
+        eval_episodes=200, compile=True,
     ),
 }
 EVAL_SEED = 10_000_000  # evaluation mazes never share seeds with training mazes
@@ -66,17 +73,23 @@ def parse_args(argv=None) -> argparse.Namespace:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--env", default="FourRoomsDoors", help=f"one of {list(MAZES)}")
     p.add_argument("--preset", default="cpu", help=f"one of {sorted(PRESETS)}")
-    p.add_argument("--carry", default="carry", help="carry (Carry Z) or reset (Reset Z)")
-    p.add_argument("--carry-state", default="token", help="token or full")
+    p.add_argument("--model", help=f"Q-network, one of {list(MODELS)} (default: the preset's)")
+    p.add_argument("--carry", help="carry (Carry Z) or reset (Reset Z), for hrm and lstm "
+                                   "(default: carry)")
+    p.add_argument("--carry-state", default="token", help="hrm: token or full")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (the policy's device)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--run-dir", default=None, help="default: runs/<env>-<preset>-<carry>-s<seed>")
+    p.add_argument("--run-dir", default=None,
+                   help="default: runs/<env>-<preset>-<model>-<carry>-s<seed>")
     p.add_argument("--resume", action="store_true", help="continue from <run-dir>/checkpoints/last.pt")
-    p.add_argument("--plain-dqn", action="store_true",
-                   help="plain DQNLoss updates instead of HRM deep supervision")
+    p.add_argument("--deep-supervision", action=argparse.BooleanOptionalAction, default=None,
+                   help="hrm: one optimizer step per segment (HRM's deep supervision) instead of "
+                        "plain DQNLoss updates")
     p.add_argument("--segments", type=int,
-                   help="HRM segments per environment step (default: the model preset's)")
+                   help="hrm: segments per environment step (default: the HRM preset's)")
     # Preset values; None keeps the preset's.
+    p.add_argument("--hindsight", type=int,
+                   help="relabeled copies per collected frame (hindsight goals; 0: off)")
     p.add_argument("--threads", type=int, help="torch threads of the learner process (0: torch's default)")
     p.add_argument("--frames", type=int, help="stop after this many collected frames")
     p.add_argument("--minutes", type=float, help="stop after this much wall time (0: no limit)")
@@ -89,12 +102,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup-frames", type=int, help="frames collected before the first update")
     p.add_argument("--lr", type=float, help="learning rate of the model parameters")
     p.add_argument("--gamma", type=float, help="discount")
-    p.add_argument("--n-steps", type=int, help="n-step returns (TorchRL MultiStep) when > 1")
+    p.add_argument("--n-steps", type=int, help="n-step returns when > 1")
     p.add_argument("--double-dqn", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--eps-frames", type=int, help="frames over which epsilon anneals")
+    p.add_argument("--eps-end", type=float, help="final epsilon")
+    p.add_argument("--eps-frames", type=int, help="anneal epsilon over this many collected frames")
+    p.add_argument("--eps-updates", type=int,
+                   help="anneal epsilon over this many optimizer steps instead (the paper's count)")
     p.add_argument("--target-eps", type=float, help="SoftUpdate eps (target keeps this share)")
     p.add_argument("--eval-every", type=int, help="frames between greedy evaluations")
     p.add_argument("--eval-episodes", type=int, help="episodes per evaluation")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the learner's network (the collector's workers stay eager)")
     return p.parse_args(argv)
 
 
@@ -104,33 +122,88 @@ def resolve_config(args: argparse.Namespace) -> dict:
         raise SystemExit(f"error: unknown preset {args.preset!r}; choose one of {sorted(PRESETS)}")
     if args.env not in MAZES:
         raise SystemExit(f"error: unknown env {args.env!r}; choose one of {list(MAZES)}")
-    if args.carry not in ("carry", "reset"):
-        raise SystemExit(f"error: unknown --carry {args.carry!r}; choose carry or reset")
-    if args.carry_state not in ("token", "full"):
-        raise SystemExit(f"error: unknown --carry-state {args.carry_state!r}; choose token or full")
-    if args.device not in ("auto", "cpu", "cuda"):
-        raise SystemExit(f"error: unknown --device {args.device!r}; choose auto, cpu or cuda")
     cfg = dict(PRESETS[args.preset])
     for key in cfg:
         value = getattr(args, key, None)
         if value is not None:
             cfg[key] = value
-    if args.plain_dqn:
+    if cfg["model"] not in MODELS:
+        raise SystemExit(f"error: unknown --model {cfg['model']!r}; choose one of {list(MODELS)}")
+    if cfg["model"] == "mlp" and args.carry is not None:
+        raise SystemExit("error: --carry applies to hrm and lstm; the mlp carries no state")
+    carry = "none" if cfg["model"] == "mlp" else (args.carry or "carry")
+    if carry not in ("carry", "reset", "none"):
+        raise SystemExit(f"error: unknown --carry {carry!r}; choose carry or reset")
+    if args.carry_state not in ("token", "full"):
+        raise SystemExit(f"error: unknown --carry-state {args.carry_state!r}; choose token or full")
+    if args.device not in ("auto", "cpu", "cuda"):
+        raise SystemExit(f"error: unknown --device {args.device!r}; choose auto, cpu or cuda")
+    if cfg["model"] != "hrm" and (args.segments is not None or args.deep_supervision):
+        raise SystemExit("error: --segments and --deep-supervision apply to --model hrm only")
+    if args.eps_frames is not None and args.eps_updates is not None:
+        raise SystemExit("error: give --eps-frames or --eps-updates, not both")
+    if args.eps_frames is not None:
+        cfg["eps_updates"] = None
+    if args.eps_updates is not None:
+        cfg["eps_frames"] = None
+    if cfg["model"] != "hrm":
         cfg["deep_supervision"] = False
     device = args.device
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda but torch sees no CUDA device")
-    cfg.update(env=args.env, preset=args.preset, carry=args.carry, carry_state=args.carry_state,
+    cfg.update(env=args.env, preset=args.preset, carry=carry, carry_state=args.carry_state,
                device=device, seed=args.seed, segments=args.segments)
     for key in ("frames", "workers", "envs_per_worker", "frames_per_batch", "batch_size",
-                "buffer_size", "updates_per_batch", "eval_episodes", "n_steps", "segments"):
-        if cfg[key] is not None and cfg[key] < 1:  # segments: None keeps the model preset's
+                "buffer_size", "updates_per_batch", "eval_episodes", "n_steps", "segments",
+                "eps_frames", "eps_updates"):
+        if cfg[key] is not None and cfg[key] < 1:  # None: the model preset's / the other unit
             raise SystemExit(f"error: --{key.replace('_', '-')} must be at least 1, got {cfg[key]}")
+    if cfg["hindsight"] < 0:
+        raise SystemExit(f"error: --hindsight must be 0 (off) or more, got {cfg['hindsight']}")
     if not 0 < cfg["gamma"] <= 1 or not 0 <= cfg["target_eps"] < 1:
         raise SystemExit("error: --gamma must lie in (0, 1] and --target-eps in [0, 1)")
+    if not 0 <= cfg["eps_end"] <= cfg["eps_init"]:
+        raise SystemExit(f"error: --eps-end must lie in [0, {cfg['eps_init']}], got {cfg['eps_end']}")
     return cfg
+
+
+def make_network(cfg: dict):
+    """The Q-network and the description a checkpoint keeps of it."""
+    if cfg["model"] == "hrm":
+        overrides = {"segments": cfg["segments"]} if cfg["segments"] else {}
+        config = HRMConfig.preset(cfg["hrm_config"], **overrides)
+        net = HRMQValueNet(config, n_actions=4, carry=cfg["carry"], carry_state=cfg["carry_state"])
+        return net, dataclasses.asdict(config)
+    if cfg["model"] == "mlp":
+        return MLPQValueNet(4), {"model": "mlp"}
+    return LSTMQValueNet(4, carry=cfg["carry"]), {"model": "lstm"}
+
+
+def compile_network(net) -> None:
+    """torch.compile the network's tensor modules in place (its parameters and state_dict keys
+    stay the same; the TensorDict plumbing around them stays eager)."""
+    if isinstance(net, HRMQValueNet):
+        parts = [net.hrm.H_level, net.hrm.L_level]
+    elif isinstance(net, MLPQValueNet):
+        parts = [net.net]
+    else:
+        parts = [net.encoder, net.head]
+    for part in parts:
+        part.compile()
+
+
+def make_optimizer(net, cfg: dict) -> torch.optim.Optimizer:
+    if cfg["model"] == "hrm":  # the paper's two groups: the readout embedding has its own lr
+        groups = [
+            {"params": net.hrm.model_parameters(), "lr": cfg["lr"], "weight_decay": 0.0},
+            {"params": net.hrm.embedding_parameters(), "lr": cfg["embedding_lr"],
+             "weight_decay": cfg["embedding_weight_decay"]},
+        ]
+    else:
+        groups = [{"params": net.parameters(), "lr": cfg["lr"], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, betas=tuple(cfg["betas"]))
 
 
 class StopRequest:
@@ -157,7 +230,8 @@ def save_checkpoint(path: Path, state: dict) -> None:
 def main(argv=None) -> int:
     args = parse_args(argv)
     cfg = resolve_config(args)
-    run_dir = Path(args.run_dir or f"runs/{cfg['env']}-{cfg['preset']}-{cfg['carry']}-s{cfg['seed']}")
+    run_dir = Path(args.run_dir or f"runs/{cfg['env']}-{cfg['preset']}-{cfg['model']}-"
+                                   f"{cfg['carry']}-s{cfg['seed']}")
     ckpt_dir = run_dir / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg["seed"])
@@ -166,64 +240,58 @@ def main(argv=None) -> int:
     device = torch.device(cfg["device"])
 
     # -- model, policy, loss, optimizer --------------------------------------------------------
-    model_config = HRMConfig.preset(cfg["model"],
-                                    **({"segments": cfg["segments"]} if cfg["segments"] else {}))
-    net = HRMQValueNet(model_config, n_actions=4, carry=cfg["carry"],
-                       carry_state=cfg["carry_state"]).to(device)
-    primer = net.make_tensordict_primer()
+    net, model_config = make_network(cfg)
+    net = net.to(device)
+    primer = net.make_tensordict_primer() if cfg["model"] != "mlp" else None
+    state_keys = list(primer.primers.keys()) if primer is not None else []  # the carried state
     eval_env = make_env(cfg["env"], num_envs=cfg["eval_episodes"], device=device, primer=primer)
     action_spec = eval_env.action_spec_unbatched
     actor = QValueActor(net, spec=action_spec)
+    eps_per_update = cfg["eps_updates"] is not None
     egreedy = EGreedyModule(action_spec, eps_init=cfg["eps_init"], eps_end=cfg["eps_end"],
-                            annealing_num_steps=cfg["eps_frames"])
+                            annealing_num_steps=cfg["eps_updates"] or cfg["eps_frames"])
     policy = TensorDictSequential(actor, egreedy)
     loss_module = DQNLoss(actor, loss_function="l2", delay_value=True,
                           double_dqn=cfg["double_dqn"])
     loss_module.make_value_estimator(gamma=cfg["gamma"])
     target_updater = SoftUpdate(loss_module, eps=cfg["target_eps"])
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": net.hrm.model_parameters(), "lr": cfg["lr"], "weight_decay": 0.0},
-            {"params": net.hrm.embedding_parameters(), "lr": cfg["embedding_lr"],
-             "weight_decay": cfg["embedding_weight_decay"]},
-        ],
-        betas=tuple(cfg["betas"]),
-    )
+    optimizer = make_optimizer(net, cfg)
 
     # -- resume --------------------------------------------------------------------------------
-    frames, updates, wall_before, best_success = 0, 0, 0.0, -1.0
+    frames = updates = optimizer_steps = 0
+    wall_before, best_success = 0.0, -1.0
     last_path, best_path = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
     if args.resume:
         if not last_path.exists():
             raise SystemExit(f"error: --resume but {last_path} does not exist")
         state = torch.load(last_path, map_location=device, weights_only=False)
-        for key in ("preset", "env", "carry", "carry_state"):
-            if state["config"][key] != cfg[key]:
-                raise SystemExit(
-                    f"error: {last_path} was trained with {key}={state['config'][key]!r}, "
-                    f"this run asks for {key}={cfg[key]!r}"
-                )
-        if state["model_config"] != dataclasses.asdict(model_config):
+        for key in ("preset", "env", "model", "carry", "carry_state"):
+            saved = state["config"].get(key, "hrm" if key == "model" else None)
+            if saved != cfg[key]:
+                raise SystemExit(f"error: {last_path} was trained with {key}={saved!r}, "
+                                 f"this run asks for {key}={cfg[key]!r}")
+        if state["model_config"] != model_config:
             raise SystemExit(f"error: {last_path} holds another model configuration")
         loss_module.load_state_dict(state["loss_module"])
         optimizer.load_state_dict(state["optimizer"])
         egreedy.load_state_dict(state["egreedy"])
         frames, updates = state["frames"], state["updates"]
+        optimizer_steps = state.get("optimizer_steps", updates)
         wall_before, best_success = state["wall_seconds"], state["best_success"]
         tqdm.write(f"resumed from {last_path} at {frames} frames")
-    (run_dir / "config.json").write_text(json.dumps(
-        {**cfg, "model_config": dataclasses.asdict(model_config)}, indent=1))
+    (run_dir / "config.json").write_text(json.dumps({**cfg, "model_config": model_config}, indent=1))
 
     def checkpoint_state() -> dict:
         return {
-            "config": cfg, "model_config": dataclasses.asdict(model_config),
+            "config": cfg, "model_config": model_config,
             "model": net.state_dict(),  # what hrm_torchrl.analyze loads
             "loss_module": loss_module.state_dict(), "optimizer": optimizer.state_dict(),
             "egreedy": egreedy.state_dict(), "frames": frames, "updates": updates,
+            "optimizer_steps": optimizer_steps,
             "wall_seconds": wall_before + time.time() - start, "best_success": best_success,
         }
 
-    # -- collector and replay --------------------------------------------------------------------
+    # -- collector, relabeling, n-step returns and replay ----------------------------------------
     env_factories = [
         functools.partial(make_env, cfg["env"], num_envs=cfg["envs_per_worker"],
                           seed=cfg["seed"] * 1000 + w * cfg["envs_per_worker"], primer=primer)
@@ -231,18 +299,30 @@ def main(argv=None) -> int:
     ]
     stop = StopRequest()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # spawned workers inherit "ignore Ctrl-C"
+    # Ours, so that it is shut down while the interpreter still runs: left to its __del__ at exit,
+    # a scheme that never sent weights hangs the process (torchrl 0.14.1).
+    weight_sync = MultiProcessWeightSyncScheme()
     collector = MultiSyncCollector(
         env_factories, policy,
         frames_per_batch=cfg["frames_per_batch"],
         total_frames=-1,
         env_device="cpu", policy_device=device, storing_device="cpu",
-        postproc=MultiStep(gamma=cfg["gamma"], n_steps=cfg["n_steps"]) if cfg["n_steps"] > 1 else None,
+        weight_sync_schemes={"policy": weight_sync},
         # Collection and updates take turns, so the learner may use every core; left alone the
         # collector would cut this process to (threads - workers), i.e. 1 thread on 2 cores.
         num_threads=torch.get_num_threads(),
     )
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    if cfg["compile"]:  # now that the workers hold their own (eager) copy of the policy
+        compile_network(net)
+    hindsight = HindsightRelabel(copies=cfg["hindsight"])  # copies=0 only adds the mask
+    n_step = MultiStep(gamma=cfg["gamma"], n_steps=cfg["n_steps"]) if cfg["n_steps"] > 1 else None
+    stored_keys = ["observation", "is_init", "action", *state_keys,
+                   *[("next", key) for key in ("observation", "is_init", "reward", "done",
+                                               "terminated", *state_keys)]]
+    if n_step is not None:
+        stored_keys.append("steps_to_next_obs")  # the value estimator's gamma ** steps
     buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(cfg["buffer_size"]),
                                     batch_size=cfg["batch_size"])
     logger = CSVLogger(exp_name="logs", log_dir=str(run_dir))
@@ -250,35 +330,54 @@ def main(argv=None) -> int:
 
     def evaluate() -> dict:
         scores = first_episodes(actor, eval_env, EVAL_SEED)
-        result = {**summarize(scores), "oracle_mean_episode_length": oracle_length}
+        result = {**summarize(scores), "oracle_mean_episode_length": oracle_length,
+                  **learning_diagnostics(scores, buffer)}
         for key, value in result.items():
             logger.log_scalar(f"eval/{key}", value, step=frames)
         with open(run_dir / "metrics.csv", "a") as f:
             if f.tell() == 0:
-                f.write("frames,updates,wall_seconds,epsilon," + ",".join(result) + "\n")
-            row = [frames, updates, round(wall_before + time.time() - start, 1), float(egreedy.eps)]
+                f.write("frames,updates,optimizer_steps,wall_seconds,epsilon,"
+                        + ",".join(result) + "\n")
+            row = [frames, updates, optimizer_steps, round(wall_before + time.time() - start, 1),
+                   float(egreedy.eps)]
             f.write(",".join(str(v) for v in row + list(result.values())) + "\n")
         return result
+
+    def optimizer_step(loss: torch.Tensor) -> None:
+        nonlocal optimizer_steps
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg["grad_clip"])
+        optimizer.step()
+        target_updater.step()  # after every optimizer step, as the authors move their target
+        optimizer_steps += 1
+        if eps_per_update:
+            egreedy.step(1)
 
     # -- training loop ---------------------------------------------------------------------------
     start = time.time()
     budget = cfg["minutes"] * 60 if cfg["minutes"] > 0 else math.inf
-    bar = tqdm(total=cfg["frames"], initial=frames, unit="frame", dynamic_ncols=True)
+    if math.isfinite(budget):  # the bar counts the budget that runs out first
+        bar = tqdm(total=round(budget), initial=0, unit="s", dynamic_ncols=True)
+    else:
+        bar = tqdm(total=cfg["frames"], initial=frames, unit="frame", dynamic_ncols=True)
     last_eval, loss_value, eval_result, exit_code = frames, float("nan"), {}, 0
-    keys = ["observation", "z_H", "z_L", "is_init", "action", "next", "steps_to_next_obs",
-            "gamma"]
+    frames_at_start = frames
     collect_seconds = train_seconds = 0.0  # time waiting for data / updating
     tick = time.time()
     try:
-        for data in collector:
+        for data in collector if frames < cfg["frames"] else ():  # a resume may be done already
             got_data = time.time()
             collect_seconds += got_data - tick
-            data = data.reshape(-1)
-            buffer.extend(data.select(*keys, strict=False).exclude(("next", "episode_reward"),
-                                                                   ("next", "step_count")))
+            data = data.reshape(-1, data.shape[-1])  # [workers * mazes, time]
             frames += data.numel()
-            egreedy.step(data.numel())
-            bar.update(data.numel())
+            if not eps_per_update:
+                egreedy.step(data.numel())
+            data = hindsight(data)  # + relabeled copies, and ("collector", "mask")
+            if n_step is not None:
+                data = n_step(data)
+            data = data[data["collector", "mask"]]
+            buffer.extend(data.select(*stored_keys))
             if len(buffer) >= cfg["warmup_frames"]:
                 for _ in range(cfg["updates_per_batch"]):
                     batch = buffer.sample().to(device)
@@ -295,32 +394,29 @@ def main(argv=None) -> int:
                         # detached state (HRM deep supervision).
                         for q in net.supervision_segments(batch):
                             loss = (q * action).sum(-1).sub(target).pow(2).mean()
-                            optimizer.zero_grad()
-                            loss.backward()
-                            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg["grad_clip"])
-                            optimizer.step()
+                            optimizer_step(loss)
                     else:
                         loss = loss_module(batch)["loss"]
-                        optimizer.zero_grad()
-                        loss.backward()
-                        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg["grad_clip"])
-                        optimizer.step()
+                        optimizer_step(loss)
                     loss_value = loss.item()
                     if not math.isfinite(loss_value):
                         tqdm.write(f"error: the loss became {loss_value} at {frames} frames; "
                                    f"stopping. {last_path} holds the last good state.")
                         exit_code = 1
                         break
-                    target_updater.step()
                     updates += 1
                 if exit_code:
                     break
                 collector.update_policy_weights_()
             train_seconds += time.time() - got_data
-            bar.set_postfix(fps=f"{(frames - bar.initial) / (time.time() - start):.0f}",
+            bar.update(round(time.time() - start) - bar.n if math.isfinite(budget)
+                       else frames - bar.n)
+            bar.set_postfix(frames=frames, mb=updates,
+                            fps=f"{(frames - frames_at_start) / (time.time() - start):.0f}",
                             eps=f"{float(egreedy.eps):.2f}", loss=f"{loss_value:.4f}",
-                            wait=f"{collect_seconds:.0f}s", train=f"{train_seconds:.0f}s",
-                            success=f"{eval_result.get('success_rate', float('nan')):.2f}")
+                            q_std=f"{eval_result.get('q_std', float('nan')):.3f}",
+                            success=f"{eval_result.get('success_rate', float('nan')):.2f}",
+                            wait=f"{collect_seconds:.0f}s", train=f"{train_seconds:.0f}s")
             logger.log_scalar("train/loss", loss_value, step=frames)
             if frames - last_eval >= cfg["eval_every"]:
                 last_eval = frames
@@ -336,6 +432,7 @@ def main(argv=None) -> int:
     finally:
         bar.close()
         collector.shutdown()
+        weight_sync.shutdown()
 
     if exit_code:
         eval_env.close()
@@ -346,7 +443,8 @@ def main(argv=None) -> int:
         tqdm.write(f"stopped at {frames} frames; resume with --resume --run-dir {run_dir}")
         return 0
     wall = time.time() - start
-    eval_result = evaluate()
+    if last_eval != frames or not eval_result:  # not evaluated at these frames yet
+        eval_result = evaluate()
     eval_env.close()
     if eval_result["success_rate"] > best_success:
         best_success = eval_result["success_rate"]
@@ -354,11 +452,12 @@ def main(argv=None) -> int:
     summary = {
         **{k: eval_result[k] for k in ("success_rate", "mean_episode_length",
                                        "mean_success_length", "oracle_mean_episode_length",
-                                       "mean_return")},
-        "frames": frames, "updates": updates, "wall_seconds": wall_before + wall,
-        "frames_per_second": (frames - bar.initial) / wall,
-        "preset": cfg["preset"], "env": cfg["env"], "carry": cfg["carry"],
-        "carry_state": cfg["carry_state"], "seed": cfg["seed"],
+                                       "mean_return", "q_std", "action_entropy",
+                                       "replay_reward_share")},
+        "frames": frames, "updates": updates, "optimizer_steps": optimizer_steps,
+        "wall_seconds": wall_before + wall, "frames_per_second": (frames - frames_at_start) / wall,
+        "preset": cfg["preset"], "env": cfg["env"], "model": cfg["model"], "carry": cfg["carry"],
+        "carry_state": cfg["carry_state"], "hindsight": cfg["hindsight"], "seed": cfg["seed"],
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     tqdm.write(json.dumps(summary))

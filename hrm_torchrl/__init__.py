@@ -6,8 +6,11 @@ environment step to the next as TensorDict recurrent state, and the paper's dyna
 
 import gymnasium as _gym
 
+from hrm_torchrl.baselines import LSTMQValueNet, MLPQValueNet
 from hrm_torchrl.config import HRMConfig
+from hrm_torchrl.hindsight import HindsightRelabel
 from hrm_torchrl.module import HRMQValueNet
+from hrm_torchrl.multistep import MultiStep
 from hrm_torchrl.torchrl_env import ENV_IDS, MAZES, MazeEnv, make_env
 
 # Registered on import, so that spawned workers that import the package can gymnasium.make them.
@@ -15,5 +18,6 @@ for _name, _env_id in ENV_IDS.items():
     if _env_id not in _gym.registry:
         _gym.register(_env_id, entry_point=f"hrm_torchrl.mazes:{_name}")
 
-__all__ = ["ENV_IDS", "HRMConfig", "HRMQValueNet", "MAZES", "MazeEnv", "make_env"]
+__all__ = ["ENV_IDS", "HRMConfig", "HRMQValueNet", "HindsightRelabel", "LSTMQValueNet", "MAZES",
+           "MLPQValueNet", "MazeEnv", "MultiStep", "make_env"]
 __version__ = "0.1.0"

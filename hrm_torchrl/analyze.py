@@ -51,6 +51,9 @@ def load_agent(path: str | Path) -> tuple[HRMQValueNet, dict]:
     if "model" not in state or "config" not in state:
         raise ValueError(f"{path} is not a checkpoint of examples/dqn_hrm.py")
     config = state["config"]
+    if config.get("model", "hrm") != "hrm":
+        raise ValueError(f"{path} holds a {config['model']} run; the analysis reads the HRM's "
+                         "latent z, so it needs a --model hrm run")
     net = HRMQValueNet(HRMConfig.from_dict(state["model_config"]), n_actions=4,
                        carry=config["carry"], carry_state=config["carry_state"])
     net.load_state_dict(state["model"])

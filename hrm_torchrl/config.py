@@ -28,9 +28,14 @@ class HRMConfig:
         segments: segments per environment step (HRM's ACT steps, fixed here as in the paper).
         seq_len: observation tokens per frame (121 for the 11x11 mazes); the readout token is extra.
         vocab_size: token vocabulary (the 128 ASCII codes by default).
+        patch: side of the square of grid cells that one position embeds. 1 (the paper's): one
+            position per observation token. p > 1: the grid (padded to a multiple of p) is cut
+            into p x p patches, each cell embedded, and a patch's p * p embeddings mapped
+            linearly to one position, as a ViT does with pixels; needs ``grid_shape``.
         positions: ``"rope"`` (the paper's), ``"learned"`` (1D table) or ``"2d"`` (learned row +
-            column tables; needs ``grid_shape`` with ``rows * cols == seq_len``).
-        grid_shape: ``(rows, cols)`` of a grid observation, for ``positions="2d"``.
+            column tables over the grid of positions; needs ``grid_shape`` with
+            ``rows * cols == seq_len``).
+        grid_shape: ``(rows, cols)`` of a grid observation, for ``positions="2d"`` or ``patch > 1``.
         rope_theta: RoPE base.
         dtype: ``"float32"`` or ``"bfloat16"`` (autocast; CUDA, or CPUs with AVX512-BF16).
     """
@@ -46,6 +51,7 @@ class HRMConfig:
     segments: int = 8
     seq_len: int = 121
     vocab_size: int = 128
+    patch: int = 1
     positions: str = "rope"
     grid_shape: tuple[int, int] | None = None
     rope_theta: float = 10000.0
@@ -64,18 +70,20 @@ class HRMConfig:
 
     @classmethod
     def cpu(cls, **overrides) -> HRMConfig:
-        """A small preset meant to train on a 2-core CPU: hidden 32, 1+1 layers, 1x1 cycles,
-        2 segments (so that carrying z means something), learned row + column positions."""
+        """A small preset meant to train on a 2-core CPU: 2x2 patches of the 11x11 grid (37
+        positions instead of 122), hidden 64, SwiGLU expansion 2, 1+1 layers, 1x1 cycles, 2
+        segments (so that carrying z means something), learned row + column positions."""
         base = dict(
-            hidden=32,
+            hidden=64,
             heads=2,
-            expansion=4.0,
+            expansion=2.0,
             mlp_multiple_of=32,
             H_layers=1,
             L_layers=1,
             H_cycles=1,
             L_cycles=1,
             segments=2,
+            patch=2,
             positions="2d",
             grid_shape=(11, 11),
         )
@@ -100,9 +108,21 @@ class HRMConfig:
         return -(-width // self.mlp_multiple_of) * self.mlp_multiple_of
 
     @property
+    def position_grid(self) -> tuple[int, int] | None:
+        """(rows, cols) of the grid of positions (of patches when ``patch > 1``), or None."""
+        if self.grid_shape is None:
+            return None
+        rows, cols = self.grid_shape
+        return -(-rows // self.patch), -(-cols // self.patch)
+
+    @property
     def tokens(self) -> int:
-        """Positions the transformer sees: the readout token plus ``seq_len`` observation tokens."""
-        return self.seq_len + 1
+        """Positions the transformer sees: the readout token plus one per observation token (or
+        per patch)."""
+        if self.patch == 1:
+            return self.seq_len + 1
+        rows, cols = self.position_grid
+        return rows * cols + 1
 
     @property
     def block_passes_per_segment(self) -> int:
@@ -129,7 +149,7 @@ class HRMConfig:
     def validate(self) -> None:
         positive = (
             "hidden", "heads", "mlp_multiple_of", "H_layers", "L_layers", "H_cycles",
-            "L_cycles", "segments", "seq_len", "vocab_size",
+            "L_cycles", "segments", "seq_len", "vocab_size", "patch",
         )
         for name in positive:
             value = getattr(self, name)
@@ -147,9 +167,9 @@ class HRMConfig:
             )
         if self.positions == "rope" and self.head_dim % 2:
             raise ValueError(f"RoPE needs an even head dimension, got {self.head_dim}")
-        if self.positions == "2d":
+        if self.positions == "2d" or self.patch > 1:
             if self.grid_shape is None or len(self.grid_shape) != 2:
-                raise ValueError("HRMConfig.positions='2d' needs grid_shape=(rows, cols)")
+                raise ValueError("HRMConfig.positions='2d' and patch > 1 need grid_shape=(rows, cols)")
             rows, cols = self.grid_shape
             if rows * cols != self.seq_len:
                 raise ValueError(

@@ -45,6 +45,31 @@ def summarize(scores: dict) -> dict:
     }
 
 
+def learning_diagnostics(scores: dict, buffer=None) -> dict:
+    """Signs of a collapsed Q-network, from the states of the scored first episodes.
+
+    ``q_std``: standard deviation of the greedy Q-value (max over actions) across those states;
+    near 0 when the network ignores its input. ``action_entropy``: entropy in nats of the greedy
+    actions' distribution over those states (0: one constant action; ln 4 = 1.386: uniform).
+    ``replay_reward_share``: share of the frames in ``buffer`` (a TorchRL replay buffer) whose
+    stored reward is positive (the n-step return when n > 1); nan without a buffer.
+    """
+    rollout = scores["rollout"]
+    done = rollout["next", "done"].squeeze(-1)
+    steps = torch.arange(done.shape[-1], device=done.device)
+    in_first = steps <= done.int().argmax(-1, keepdim=True)
+    q = rollout["action_value"][in_first].float()  # [states, actions]
+    greedy_q, greedy_action = q.max(-1)
+    share = torch.bincount(greedy_action, minlength=q.shape[-1]).double() / len(greedy_action)
+    entropy = -(share[share > 0] * share[share > 0].log()).sum()
+    reward_share = float("nan")
+    if buffer is not None and len(buffer):
+        reward = buffer[: len(buffer)]["next", "reward"]
+        reward_share = float((reward > 0).float().mean())
+    return {"q_std": float(greedy_q.std()) if len(greedy_q) > 1 else 0.0,
+            "action_entropy": float(entropy) + 0.0, "replay_reward_share": reward_share}  # no -0.0
+
+
 @functools.lru_cache(maxsize=16)
 def oracle_mean_episode_length(name: str, episodes: int, seed: int) -> float:
     """The A* oracle's mean episode length on the same seeds as ``first_episodes``."""

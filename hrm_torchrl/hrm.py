@@ -1,9 +1,9 @@
 """The Hierarchical Reasoning Model (Wang et al. 2025) as a Q-network, in plain PyTorch.
 
 Read top to bottom: initialisation and norm, RoPE, attention, SwiGLU, the post-norm block, a
-reasoning module (a stack of blocks with input injection), then the HRM itself: embeddings, one
-segment of H/L recurrence with the one-step gradient, ``segments`` segments, and the Q head on the
-readout token. Latent states here are full: ``[batch, tokens, hidden]`` per level.
+reasoning module (a stack of blocks with input injection), then the HRM itself: embeddings (one
+position per observation token, or per patch of grid cells), one segment of H/L recurrence with
+the one-step gradient, ``segments`` segments, and the Q head on the readout token. Latent states here are full: ``[batch, tokens, hidden]`` per level.
 """
 
 from __future__ import annotations
@@ -145,6 +145,9 @@ class HRM(nn.Module):
             trunc_normal_(self.embed_tokens.weight, std=1.0 / self.embed_scale)
             trunc_normal_(self.readout, std=1.0 / self.embed_scale)
 
+        if config.patch > 1:  # a patch's p * p cell embeddings -> one position, as a ViT's pixels
+            self.patch_proj = lecun_linear(config.patch**2 * h, h)
+
         if config.positions == "rope":
             cos, sin = rope_tables(config.tokens, config.head_dim, config.rope_theta)
             self.register_buffer("rope_cos", cos, persistent=False)
@@ -152,7 +155,7 @@ class HRM(nn.Module):
         elif config.positions == "learned":
             self.position = self._position_table(config.tokens)
         else:  # "2d": a row table, a column table, and one vector for the readout token
-            rows, cols = config.grid_shape
+            rows, cols = config.position_grid
             self.row_position = self._position_table(rows)
             self.col_position = self._position_table(cols)
             self.readout_position = self._position_table(1)
@@ -190,6 +193,8 @@ class HRM(nn.Module):
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
         """[batch, seq_len] integer tokens -> [batch, tokens, hidden] input injection x."""
         x = self.embed_tokens(tokens)
+        if self.config.patch > 1:
+            x = self._patches(x)
         x = torch.cat((self.readout.expand(x.shape[0], 1, -1).to(x.dtype), x), dim=1)
         if self.config.positions == "learned":
             x = (x + self.position) / math.sqrt(2)
@@ -197,6 +202,17 @@ class HRM(nn.Module):
             grid = (self.row_position[:, None] + self.col_position[None, :]).flatten(0, 1)
             x = (x + torch.cat((self.readout_position, grid))) / math.sqrt(2)
         return self.embed_scale * x
+
+    def _patches(self, x: torch.Tensor) -> torch.Tensor:
+        """[batch, rows * cols, hidden] cell embeddings -> [batch, patches, hidden]: the grid is
+        padded with zeros to whole patches, and each patch's cells are concatenated and
+        projected."""
+        p, (rows, cols), (patch_rows, patch_cols) = (
+            self.config.patch, self.config.grid_shape, self.config.position_grid)
+        h = x.shape[-1]
+        x = F.pad(x.view(-1, rows, cols, h), (0, 0, 0, patch_cols * p - cols, 0, patch_rows * p - rows))
+        x = x.view(-1, patch_rows, p, patch_cols, p, h).permute(0, 1, 3, 2, 4, 5)
+        return self.patch_proj(x.reshape(-1, patch_rows * patch_cols, p * p * h))
 
     def initial_state(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """H_init and L_init broadcast to every position: [batch, tokens, hidden] each."""

@@ -21,6 +21,23 @@ def _as_tuple(key) -> tuple:
     return key if isinstance(key, tuple) else (key,)
 
 
+def check_tokens(obs: torch.Tensor, key, seq_len: int, vocab_size: int, owner: str) -> None:
+    """Raises a ValueError naming the problem unless ``obs`` holds integer tokens
+    ``[..., seq_len]`` in ``[0, vocab_size)``."""
+    if obs.dtype.is_floating_point or obs.dtype.is_complex or obs.dtype == torch.bool:
+        raise ValueError(f"{owner}: observation {key!r} must hold integer tokens, got dtype {obs.dtype}")
+    if obs.ndim == 0 or obs.shape[-1] != seq_len:
+        raise ValueError(
+            f"{owner}: observation {key!r} must have {seq_len} tokens in its last dimension "
+            f"(seq_len), got shape {tuple(obs.shape)}"
+        )
+    if obs.numel() and (obs.min() < 0 or obs.max() >= vocab_size):
+        raise ValueError(
+            f"{owner}: observation tokens must lie in [0, {vocab_size}) (vocab_size), "
+            f"got values in [{int(obs.min())}, {int(obs.max())}]"
+        )
+
+
 def _mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (a - b).pow(2).flatten(1).mean(-1)
 
@@ -170,21 +187,8 @@ class HRMQValueNet(TensorDictModuleBase):
 
     def _tokens(self, tensordict: TensorDictBase) -> torch.Tensor:
         obs = self._get(tensordict, self.in_keys[0], "it holds the observation tokens")
-        if obs.dtype.is_floating_point or obs.dtype.is_complex or obs.dtype == torch.bool:
-            raise ValueError(
-                f"HRMQValueNet: observation {self.in_keys[0]!r} must hold integer tokens, "
-                f"got dtype {obs.dtype}"
-            )
-        if obs.ndim == 0 or obs.shape[-1] != self.config.seq_len:
-            raise ValueError(
-                f"HRMQValueNet: observation {self.in_keys[0]!r} must have {self.config.seq_len} "
-                f"tokens in its last dimension (config.seq_len), got shape {tuple(obs.shape)}"
-            )
-        if obs.numel() and (obs.min() < 0 or obs.max() >= self.config.vocab_size):
-            raise ValueError(
-                f"HRMQValueNet: observation tokens must lie in [0, {self.config.vocab_size}) "
-                f"(config.vocab_size), got values in [{int(obs.min())}, {int(obs.max())}]"
-            )
+        check_tokens(obs, self.in_keys[0], self.config.seq_len, self.config.vocab_size,
+                     type(self).__name__)
         return obs.reshape(-1, self.config.seq_len).long()
 
     def _carried(self, tensordict, key, batch_shape, rows) -> torch.Tensor:

@@ -58,6 +58,8 @@ def fake_run(tmp_path, name, carry):
         f.write("frames,updates,wall_seconds,epsilon,success_rate,mean_episode_length,"
                 "mean_success_length,mean_return,oracle_mean_episode_length\n")
         f.write("1000,10,5.0,0.9,0.1,75.0,12.0,-0.5,11.5\n2000,20,9.0,0.8,0.3,60.0,11.0,-0.1,11.5\n")
+        if carry == "carry":  # this one learns
+            f.write("3000,30,13.0,0.7,0.6,40.0,11.0,0.3,11.5\n")
     return run
 
 
@@ -65,6 +67,11 @@ def test_load_agent_and_bad_paths(tmp_path):
     run = fake_run(tmp_path, "carry", "carry")
     net, config = load_agent(run)
     assert net.carry == "carry" and config["env"] == "FourRoomsDoors"
+    baseline = tmp_path / "mlp.pt"
+    torch.save({"config": {"model": "mlp", "carry": "none"}, "model_config": {"model": "mlp"},
+                "model": {}}, baseline)
+    with pytest.raises(ValueError, match="holds a mlp run; .* needs a --model hrm run"):
+        load_agent(baseline)
     with pytest.raises(ValueError, match="holds no checkpoints"):
         load_agent(tmp_path)
     with pytest.raises(ValueError, match="no run directory or checkpoint"):
@@ -93,10 +100,16 @@ def test_analyze_writes_tables_and_plots(tmp_path):
         assert (out / png).stat().st_size > 10_000
 
 
-def test_plot_runs(tmp_path):
+def test_plot_runs(tmp_path, capsys):
     runs = [fake_run(tmp_path, "a", "carry"), fake_run(tmp_path, "b", "reset")]
     out = tmp_path / "curves.png"
-    plot_main([str(r) for r in runs] + ["--out", str(out)])
+    plot_main([str(r) for r in runs] + ["--out", str(out), "--table"])
     assert out.stat().st_size > 10_000
+    printed = capsys.readouterr().out.splitlines()
+    # run a reaches 50% at its third evaluation (3K frames, 30 minibatches, 13 s); b never does
+    row_a = next(line for line in printed if line.startswith("| a |"))
+    row_b = next(line for line in printed if line.startswith("| b |"))
+    assert row_a.split(" | ")[1] == "3K, 30, 0.2" and "not reached" in row_a
+    assert row_a.endswith("| 60.0% |") and row_b.count("not reached") == 3
     with pytest.raises(SystemExit, match="holds no metrics.csv"):
         plot_main([str(tmp_path), "--out", str(out)])

@@ -41,14 +41,15 @@ def test_paper_preset_block_parameters():
     assert HRMConfig.paper().mlp_hidden == 256
 
 
+@pytest.mark.parametrize("patch, positions", [(1, 122), (2, 37)])  # 121 cells or 6x6 patches, + readout
 @pytest.mark.parametrize("carry_state", ["token", "full"])
 @pytest.mark.parametrize("batch_shape", [(), (3,), (2, 3)])
-def test_shapes_and_dtypes(batch_shape, carry_state):
-    net = HRMQValueNet(tiny(), n_actions=5, carry_state=carry_state)
+def test_shapes_and_dtypes(batch_shape, carry_state, patch, positions):
+    net = HRMQValueNet(tiny(patch=patch), n_actions=5, carry_state=carry_state)
     td = net(make_td(net, batch_shape))
     assert td["action_value"].shape == (*batch_shape, 5)
     assert td["action_value"].dtype == torch.float32
-    expected = (16,) if carry_state == "token" else (122, 16)
+    expected = (16,) if carry_state == "token" else (positions, 16)
     assert net.state_shape == expected
     for key in ("z_H", "z_L"):
         assert td["next", key].shape == (*batch_shape, *expected)
@@ -182,7 +183,7 @@ def test_diagnostics():
 
 
 def test_primer_is_found_and_has_the_carried_shapes():
-    for carry_state, shape in (("token", (16,)), ("full", (122, 16))):
+    for carry_state, shape in (("token", (16,)), ("full", (37, 16))):  # the cpu preset's patches
         net = HRMQValueNet(tiny(), carry_state=carry_state)
         primer = get_primers_from_module(net)
         assert primer is not None
@@ -229,6 +230,18 @@ def test_position_encodings_differ_by_position(positions):
     assert not torch.allclose(q, q_swapped)
 
 
+def test_a_patch_embeds_its_own_cells():
+    net = HRMQValueNet(tiny(patch=2))
+    tokens = make_td(net, (1,))["observation"].long()
+    x = net.hrm.embed(tokens)
+    assert x.shape == (1, 37, 16)
+    for row, col in ((0, 0), (1, 1), (4, 7), (10, 10)):  # (10, 10) sits in a padded patch
+        changed = tokens.clone()
+        changed[0, row * 11 + col] = (changed[0, row * 11 + col] + 1) % 128
+        moved = (net.hrm.embed(changed) - x).abs().sum(-1)[0].nonzero().flatten().tolist()
+        assert moved == [1 + (row // 2) * 6 + col // 2]  # position 0 is the readout token
+
+
 # -- bad input --------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     "kwargs, match",
@@ -238,11 +251,14 @@ def test_position_encodings_differ_by_position(positions):
         (dict(segments=0), "segments must be a positive integer"),
         (dict(positions="2d", grid_shape=(10, 11)), "holds 110 cells"),
         (dict(dtype="float16"), "unknown HRMConfig.dtype"),
+        (dict(patch=0), "patch must be a positive integer"),
     ],
 )
 def test_bad_config_raises(kwargs, match):
     with pytest.raises(ValueError, match=match):
         tiny(**kwargs)
+    with pytest.raises(ValueError, match="patch > 1 need grid_shape"):
+        HRMConfig(patch=2)
 
 
 def test_unknown_preset_and_modes_raise():

@@ -64,7 +64,7 @@ def test_state_travels_in_env_rollout_with_full_carry():
     actor, policy = make_policy(net, env)
     with torch.no_grad():
         data = env.rollout(50, policy, break_when_any_done=False)
-    assert data["z_H"].shape == (3, 50, 122, 16)
+    assert data["z_H"].shape == (3, 50, 37, 16)  # 6x6 patches + the readout token
     check_state_travels(data, net)
 
 

@@ -1,8 +1,10 @@
 """examples/dqn_hrm.py end to end: a short run with 2 workers (collect, store, update, evaluate,
 checkpoint, resume), Ctrl-C, and its errors."""
 
+import csv
 import importlib.util
 import json
+import math
 import os
 import signal
 import subprocess
@@ -11,13 +13,14 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "dqn_hrm.py"
 SMALL = [
     "--workers", "2", "--envs-per-worker", "4", "--frames-per-batch", "64",
     "--warmup-frames", "128", "--batch-size", "16", "--eval-episodes", "8",
-    "--eval-every", "256", "--minutes", "0", "--buffer-size", "10000",
+    "--eval-every", "256", "--minutes", "0", "--buffer-size", "10000", "--no-compile",
 ]
 
 
@@ -44,13 +47,13 @@ def test_short_run_then_resume(tmp_path):
         assert key in summary
     assert summary["frames"] >= 512 and summary["preset"] == "cpu"
     assert summary["env"] == "FourRoomsDoors" and summary["carry"] == "carry"
+    assert summary["model"] == "hrm" and summary["hindsight"] == 1  # the cpu preset's
     assert 0 <= summary["success_rate"] <= 1 and summary["updates"] > 0
     assert 1 <= summary["mean_episode_length"] <= 80
     assert (run_dir / "checkpoints" / "last.pt").exists()
     assert (run_dir / "checkpoints" / "best.pt").exists()
     assert json.loads((run_dir / "config.json").read_text())["workers"] == 2
-    rows = (run_dir / "metrics.csv").read_text().splitlines()
-    assert rows[0].startswith("frames,updates") and len(rows) >= 3
+    check_metrics(run_dir, min_rows=2)
     assert (run_dir / "logs" / "scalars" / "eval" / "success_rate.csv").exists()
 
     second = run([*SMALL, "--frames", "768", "--run-dir", str(run_dir), "--resume"])
@@ -68,6 +71,56 @@ def test_short_run_then_resume(tmp_path):
     fewer = run([*SMALL, "--segments", "1", "--run-dir", str(run_dir), "--resume"])
     assert fewer.returncode != 0
     assert "holds another model configuration" in fewer.stderr
+
+
+def check_metrics(run_dir, min_rows):
+    """metrics.csv has a row per evaluation with the learning diagnostics, finite and in range."""
+    with open(run_dir / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) >= min_rows
+    for row in rows:
+        values = {key: float(row[key]) for key in ("frames", "updates", "optimizer_steps", "q_std",
+                                                   "action_entropy", "replay_reward_share")}
+        assert all(math.isfinite(v) for v in values.values()), row
+        assert values["q_std"] >= 0 and 0 <= values["action_entropy"] <= math.log(4) + 1e-9
+        assert 0 <= values["replay_reward_share"] <= 1
+    return rows
+
+
+@pytest.mark.parametrize("model, extra", [
+    ("mlp", ["--hindsight", "2", "--n-steps", "3"]),
+    ("lstm", ["--hindsight", "0", "--carry", "reset"]),
+])
+def test_baselines_train_in_the_same_pipeline(tmp_path, model, extra):
+    run_dir = tmp_path / model
+    done = run([*SMALL, "--frames", "384", "--model", model, *extra, "--run-dir", str(run_dir)])
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["model"] == model and summary["updates"] > 0
+    rows = check_metrics(run_dir, min_rows=1)
+    if "--hindsight" in extra and extra[extra.index("--hindsight") + 1] != "0":
+        # relabeled goals put rewarded frames in the replay, where the random walk has almost none
+        assert float(rows[-1]["replay_reward_share"]) > 0.05
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
+    assert state["config"]["model"] == model
+    # the checkpoint cannot be resumed as another model
+    other = run([*SMALL, "--model", "hrm", "--run-dir", str(run_dir), "--resume"])
+    assert other.returncode != 0 and f"trained with model={model!r}" in other.stderr
+
+
+def test_runs_that_end_before_any_update_exit(tmp_path):
+    # shorter than the warmup: no weights ever reach the workers, and the process still exits
+    run_dir = tmp_path / "short"
+    short = run([*SMALL, "--frames", "64", "--warmup-frames", "100000", "--run-dir", str(run_dir)],
+                timeout=90)
+    assert short.returncode == 0, short.stderr[-3000:]
+    assert json.loads((run_dir / "summary.json").read_text())["updates"] == 0
+    # a resume whose frames already reach --frames collects nothing and exits as well
+    again = run([*SMALL, "--frames", "64", "--warmup-frames", "100000", "--run-dir", str(run_dir),
+                 "--resume"], timeout=90)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resumed from" in again.stderr + again.stdout
+    assert json.loads((run_dir / "summary.json").read_text())["frames"] == 64
 
 
 def _descendants(pid):
@@ -123,6 +176,12 @@ def test_stop_signal_saves_and_leaves_no_worker(tmp_path, signum):
         (["--carry", "keep"], "unknown --carry 'keep'"),
         (["--batch-size", "0"], "--batch-size must be at least 1"),
         (["--segments", "0"], "--segments must be at least 1, got 0"),
+        (["--model", "gpt"], "unknown --model 'gpt'; choose one of \\['hrm', 'mlp', 'lstm'\\]"),
+        (["--model", "mlp", "--carry", "reset"], "--carry applies to hrm and lstm"),
+        (["--model", "lstm", "--segments", "2"], "--segments and --deep-supervision apply to"),
+        (["--hindsight", "-1"], "--hindsight must be 0 \\(off\\) or more, got -1"),
+        (["--eps-frames", "10", "--eps-updates", "10"], "--eps-frames or --eps-updates, not both"),
+        (["--eps-end", "1.5"], "--eps-end must lie in \\[0, 1.0\\]"),
     ],
 )
 def test_bad_flags_raise_clear_errors(args, match):
@@ -140,9 +199,37 @@ def test_resume_without_checkpoint_errors(tmp_path):
 def test_flags_override_the_preset():
     example = load_example()
     cfg = example.resolve_config(example.parse_args(["--preset", "paper", "--lr", "0.5",
-                                                     "--plain-dqn", "--device", "cpu"]))
+                                                     "--no-deep-supervision", "--device", "cpu"]))
     assert cfg["lr"] == 0.5 and cfg["deep_supervision"] is False
     assert cfg["batch_size"] == 256 and cfg["target_eps"] == 0.999 and cfg["workers"] == 5
     assert cfg["segments"] is None  # the model preset's
+    # the paper's algorithm: no relabeling, epsilon annealed over 300K optimizer steps
+    assert cfg["hindsight"] == 0 and cfg["eps_updates"] == 300_000 and cfg["eps_frames"] is None
     assert example.resolve_config(example.parse_args(["--segments", "3"]))["segments"] == 3
+    per_frame = example.resolve_config(example.parse_args(["--preset", "paper", "--device", "cpu",
+                                                           "--eps-frames", "9600000"]))
+    assert per_frame["eps_frames"] == 9_600_000 and per_frame["eps_updates"] is None
+    mlp = example.resolve_config(example.parse_args(["--model", "mlp"]))
+    assert mlp["carry"] == "none" and mlp["deep_supervision"] is False
     assert os.fspath(SCRIPT).endswith("dqn_hrm.py")
+
+
+@pytest.mark.parametrize("model", ["hrm", "mlp", "lstm"])
+def test_compiled_network_agrees_with_eager(model):
+    example = load_example()
+    torch.manual_seed(0)
+    cfg = example.resolve_config(example.parse_args(["--model", model, "--device", "cpu"]))
+    eager, _ = example.make_network(cfg)
+    compiled, _ = example.make_network(cfg)
+    compiled.load_state_dict(eager.state_dict())
+    example.compile_network(compiled)
+    assert compiled.state_dict().keys() == eager.state_dict().keys()  # checkpoints unchanged
+    primer = eager.make_tensordict_primer() if model != "mlp" else None
+    env = example.make_env("FourRoomsDoors", num_envs=6, seed=0, primer=primer)
+    data = env.rollout(4, break_when_any_done=False).reshape(-1)
+    data = data.exclude("action_value")
+    for grad in (False, True):
+        with torch.set_grad_enabled(grad):
+            q_eager = eager(data.clone())["action_value"]
+            q_compiled = compiled(data.clone())["action_value"]
+        torch.testing.assert_close(q_compiled, q_eager, atol=1e-5, rtol=1e-4)
