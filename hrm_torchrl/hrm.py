@@ -3,7 +3,8 @@
 Read top to bottom: initialisation and norm, RoPE, attention, SwiGLU, the post-norm block, a
 reasoning module (a stack of blocks with input injection), then the HRM itself: embeddings (one
 position per observation token, or per patch of grid cells), one segment of H/L recurrence with
-the one-step gradient, ``segments`` segments, and the Q head on the readout token. Latent states here are full: ``[batch, tokens, hidden]`` per level.
+the one-step gradient, ``segments`` segments, and the Q head on the readout token. Latent states
+here are full: ``[batch, tokens, hidden]`` per level.
 """
 
 from __future__ import annotations
