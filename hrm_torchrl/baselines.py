@@ -14,6 +14,7 @@ from tensordict.nn import TensorDictModuleBase, dispatch
 from torch import nn
 from torchrl.modules import LSTMModule, set_recurrent_mode
 
+from hrm_torchrl.config import check_positive_int
 from hrm_torchrl.module import CARRY_MODES, check_tokens
 
 
@@ -27,11 +28,6 @@ class TokenEmbedding(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.embed(tokens.long()).flatten(-2)
-
-
-def _positive_int(name: str, value) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 class MLPQValueNet(TensorDictModuleBase):
@@ -66,7 +62,7 @@ class MLPQValueNet(TensorDictModuleBase):
         super().__init__()
         for name, value in (("n_actions", n_actions), ("seq_len", seq_len), ("vocab_size", vocab_size),
                             ("embed_dim", embed_dim), ("hidden", hidden), ("layers", layers)):
-            _positive_int(name, value)
+            check_positive_int(name, value)
         self.in_keys = unravel_key_list(in_keys or ["observation"])
         self.out_keys = unravel_key_list(out_keys or ["action_value"])
         if len(self.in_keys) != 1 or len(self.out_keys) != 1:
@@ -133,7 +129,7 @@ class LSTMQValueNet(TensorDictModuleBase):
         super().__init__()
         for name, value in (("n_actions", n_actions), ("seq_len", seq_len), ("vocab_size", vocab_size),
                             ("embed_dim", embed_dim), ("hidden", hidden)):
-            _positive_int(name, value)
+            check_positive_int(name, value)
         if carry not in CARRY_MODES:
             raise ValueError(f"unknown carry mode {carry!r}; choose one of {CARRY_MODES}")
         in_keys = unravel_key_list(

@@ -10,6 +10,12 @@ POSITION_ENCODINGS = ("rope", "learned", "2d")
 DTYPES = ("float32", "bfloat16")
 
 
+def check_positive_int(name: str, value) -> None:
+    """Raises a ValueError naming ``name`` unless ``value`` is an int >= 1 (bools refused)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
 @dataclass
 class HRMConfig:
     """Shape of an HRM: two recurrent transformer modules, slow H and fast L.
@@ -152,9 +158,7 @@ class HRMConfig:
             "L_cycles", "segments", "seq_len", "vocab_size", "patch",
         )
         for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"HRMConfig.{name} must be a positive integer, got {value!r}")
+            check_positive_int(f"HRMConfig.{name}", getattr(self, name))
         if not (self.expansion > 0 and math.isfinite(self.expansion)):
             raise ValueError(f"HRMConfig.expansion must be positive, got {self.expansion!r}")
         if self.hidden % self.heads:
