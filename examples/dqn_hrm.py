@@ -7,12 +7,13 @@ preset's value:
     python examples/dqn_hrm.py                       # cpu preset: HRM, FourRoomsDoors, Carry Z
     python examples/dqn_hrm.py --model mlp           # the same pipeline with an MLP Q-network
     python examples/dqn_hrm.py --preset paper --device cuda --env DynamicMaze --carry reset
+    python examples/dqn_hrm.py --collector ray       # the workers as Ray actors (pip install -e .[ray])
 
-Pipeline: make_env workers -> MultiSyncCollector (epsilon-greedy QValueActor) -> [hindsight
-relabeling] -> [n-step returns] -> LazyTensorStorage replay -> DQN updates (HRM deep supervision:
-one optimizer step per segment, targets from the target network once per minibatch; or plain
-DQNLoss) -> SoftUpdate of the target network after every optimizer step -> fresh weights to the
-workers. Ctrl-C or SIGTERM saves and exits 0.
+Pipeline: make_env workers -> MultiSyncCollector or RayCollector (epsilon-greedy QValueActor)
+-> [hindsight relabeling] -> [n-step returns] -> LazyTensorStorage replay -> DQN updates (HRM deep
+supervision: one optimizer step per segment, targets from the target network once per minibatch;
+or plain DQNLoss) -> SoftUpdate of the target network after every optimizer step -> fresh weights
+to the workers. Ctrl-C or SIGTERM saves and exits 0.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import importlib.util
 import json
 import math
+import os
 import signal
 import sys
 import time
@@ -29,7 +32,7 @@ from pathlib import Path
 
 import torch
 from tensordict.nn import TensorDictSequential
-from torchrl.collectors import MultiSyncCollector
+from torchrl.collectors import Collector, MultiSyncCollector
 from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 from torchrl.modules import EGreedyModule, QValueActor
 from torchrl.objectives import DQNLoss, SoftUpdate
@@ -42,6 +45,7 @@ from hrm_torchrl.baselines import LSTMQValueNet, MLPQValueNet
 from hrm_torchrl.evaluation import first_episodes, learning_diagnostics, oracle_mean_episode_length, summarize
 
 MODELS = ("hrm", "mlp", "lstm")
+COLLECTORS = ("multisync", "ray")
 # Training presets. "paper" is appendix A of the paper, with epsilon annealed per optimizer step
 # as the authors count it. "cpu" is meant to learn FourRoomsDoors on a 2-core CPU within 20
 # minutes (benchmarks/README.md has what was measured).
@@ -113,6 +117,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--eval-episodes", type=int, help="episodes per evaluation")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the learner's network (the collector's workers stay eager)")
+    p.add_argument("--collector", default="multisync",
+                   help=f"one of {list(COLLECTORS)}: worker processes on this machine, or Ray actors")
+    p.add_argument("--ray-address", help="--collector ray: the Ray cluster to join, e.g. auto or "
+                   "HEAD_IP:6379 (default: start a local one)")
     return p.parse_args(argv)
 
 
@@ -136,6 +144,12 @@ def resolve_config(args: argparse.Namespace) -> dict:
         raise SystemExit(f"error: unknown --carry {carry!r}; choose carry or reset")
     if args.carry_state not in ("token", "full"):
         raise SystemExit(f"error: unknown --carry-state {args.carry_state!r}; choose token or full")
+    if args.collector not in COLLECTORS:
+        raise SystemExit(f"error: unknown --collector {args.collector!r}; choose one of {list(COLLECTORS)}")
+    if args.ray_address is not None and args.collector != "ray":
+        raise SystemExit("error: --ray-address applies to --collector ray only")
+    if args.collector == "ray" and importlib.util.find_spec("ray") is None:
+        raise SystemExit("error: --collector ray needs Ray, an optional extra: pip install -e '.[ray]'")
     if args.device not in ("auto", "cpu", "cuda"):
         raise SystemExit(f"error: unknown --device {args.device!r}; choose auto, cpu or cuda")
     if cfg["model"] != "hrm" and (args.segments is not None or args.deep_supervision):
@@ -154,7 +168,8 @@ def resolve_config(args: argparse.Namespace) -> dict:
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda but torch sees no CUDA device")
     cfg.update(env=args.env, preset=args.preset, carry=carry, carry_state=args.carry_state,
-               device=device, seed=args.seed, segments=args.segments)
+               device=device, seed=args.seed, segments=args.segments, collector=args.collector,
+               ray_address=args.ray_address)
     for key in ("frames", "workers", "envs_per_worker", "frames_per_batch", "batch_size",
                 "buffer_size", "updates_per_batch", "eval_episodes", "n_steps", "segments",
                 "eps_frames", "eps_updates"):
@@ -194,6 +209,75 @@ def compile_network(net) -> None:
         part.compile()
 
 
+def make_collector(cfg: dict, env_factories: list, policy, device: torch.device):
+    """The collector of the training loop, yielding [workers, mazes, time] frames each round,
+    and the weight-sync schemes to shut down after it.
+
+    multisync: TorchRL's MultiSyncCollector, one process per worker on this machine.
+    ray: TorchRL's RayCollector, one Ray actor per worker running a Collector of its mazes, on
+    the cluster at --ray-address (every node needs this package installed) or on a local one.
+    Both take fresh weights when the loop calls update_policy_weights_() after its updates.
+    """
+    if cfg["collector"] == "multisync":
+        # Ours, so that it is shut down while the interpreter still runs: left to its __del__ at
+        # exit, a scheme that never sent weights hangs the process (torchrl 0.14.1).
+        weight_sync = MultiProcessWeightSyncScheme()
+        collector = MultiSyncCollector(
+            env_factories, policy,
+            frames_per_batch=cfg["frames_per_batch"],
+            total_frames=-1,
+            env_device="cpu", policy_device=device, storing_device="cpu",
+            weight_sync_schemes={"policy": weight_sync},
+            # Collection and updates take turns, so the learner may use every core; left alone
+            # the collector would cut this process to (threads - workers), i.e. 1 on 2 cores.
+            num_threads=torch.get_num_threads(),
+        )
+        return collector, [weight_sync]
+    from torchrl.collectors.distributed import RayCollector
+
+    workers = len(env_factories)
+    # A Ray actor asks for one CPU (and a share of the GPU when the policy runs on CUDA); a local
+    # cluster gets at least one logical CPU per worker, so that it oversubscribes the cores as
+    # MultiSyncCollector does instead of waiting for free ones.
+    ray_init = {"address": cfg["ray_address"], "include_dashboard": False,
+                "log_to_driver": False}  # the actors' logs stay in Ray's session folder
+    if cfg["ray_address"] is None:
+        ray_init["num_cpus"] = max(os.cpu_count() or 1, workers)
+    remote = {"num_cpus": 1, "num_gpus": 1 / workers if device.type == "cuda" else 0}
+    # MultiSyncCollector rounds a round up to whole steps of every maze; so does this.
+    per_round = workers * cfg["envs_per_worker"]
+    collector = RayCollector(
+        env_factories, policy,
+        collector_class=Collector, num_collectors=workers, sync=True,
+        frames_per_batch=per_round * math.ceil(cfg["frames_per_batch"] / per_round),
+        total_frames=2**62,  # the loop decides when to stop
+        env_device="cpu", policy_device=device, storing_device="cpu",
+        ray_init_config=ray_init, remote_configs=remote,
+    )
+    collector.update_policy_weights_(policy)  # connects the actors' weight receivers
+    return collector, []  # RayCollector.shutdown() shuts its scheme down
+
+
+def make_learner(net, action_spec, cfg: dict):
+    """The greedy actor, its DQNLoss (the target network inside), SoftUpdate and the optimizer."""
+    actor = QValueActor(net, spec=action_spec)
+    loss_module = DQNLoss(actor, loss_function="l2", delay_value=True,
+                          double_dqn=cfg["double_dqn"])
+    loss_module.make_value_estimator(gamma=cfg["gamma"])
+    target_updater = SoftUpdate(loss_module, eps=cfg["target_eps"])
+    return actor, loss_module, target_updater, make_optimizer(net, cfg)
+
+
+def replay_keys(state_keys: list, n_step: bool) -> list:
+    """What a replayed frame needs: the loss's keys and the carried state, now and next."""
+    keys = ["observation", "is_init", "action", *state_keys,
+            *[("next", key) for key in ("observation", "is_init", "reward", "done",
+                                        "terminated", *state_keys)]]
+    if n_step:
+        keys.append("steps_to_next_obs")  # the value estimator's gamma ** steps
+    return keys
+
+
 def make_optimizer(net, cfg: dict) -> torch.optim.Optimizer:
     if cfg["model"] == "hrm":  # the paper's two groups: the readout embedding has its own lr
         groups = [
@@ -204,6 +288,36 @@ def make_optimizer(net, cfg: dict) -> torch.optim.Optimizer:
     else:
         groups = [{"params": net.parameters(), "lr": cfg["lr"], "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, betas=tuple(cfg["betas"]))
+
+
+def gradient_step(loss, net, optimizer, target_updater, grad_clip: float) -> None:
+    optimizer.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
+    optimizer.step()
+    target_updater.step()  # after every optimizer step, as the authors move their target
+
+
+def minibatch_update(batch, net, loss_module, deep_supervision: bool, optimizer_step) -> float:
+    """Trains on one replayed minibatch; returns its (last) loss. ``optimizer_step(loss)`` takes
+    one gradient step; it runs once, or once per segment with deep supervision."""
+    if not deep_supervision:
+        loss = loss_module(batch)["loss"]
+        optimizer_step(loss)
+        return loss.item()
+    # Targets once per minibatch from the target network (full recurrence on the next
+    # observation from its carried state)...
+    with torch.no_grad():
+        target = loss_module.value_estimator.value_estimate(
+            batch.clone(False), target_params=loss_module.target_value_network_params,
+        ).squeeze(-1)
+    action = batch["action"].float()
+    # ...then one optimizer step per segment, each from the last one's detached state (HRM deep
+    # supervision).
+    for q in net.supervision_segments(batch):
+        loss = (q * action).sum(-1).sub(target).pow(2).mean()
+        optimizer_step(loss)
+    return loss.item()
 
 
 class StopRequest:
@@ -246,16 +360,11 @@ def main(argv=None) -> int:
     state_keys = list(primer.primers.keys()) if primer is not None else []  # the carried state
     eval_env = make_env(cfg["env"], num_envs=cfg["eval_episodes"], device=device, primer=primer)
     action_spec = eval_env.action_spec_unbatched
-    actor = QValueActor(net, spec=action_spec)
+    actor, loss_module, target_updater, optimizer = make_learner(net, action_spec, cfg)
     eps_per_update = cfg["eps_updates"] is not None
     egreedy = EGreedyModule(action_spec, eps_init=cfg["eps_init"], eps_end=cfg["eps_end"],
                             annealing_num_steps=cfg["eps_updates"] or cfg["eps_frames"])
     policy = TensorDictSequential(actor, egreedy)
-    loss_module = DQNLoss(actor, loss_function="l2", delay_value=True,
-                          double_dqn=cfg["double_dqn"])
-    loss_module.make_value_estimator(gamma=cfg["gamma"])
-    target_updater = SoftUpdate(loss_module, eps=cfg["target_eps"])
-    optimizer = make_optimizer(net, cfg)
 
     # -- resume --------------------------------------------------------------------------------
     frames = updates = optimizer_steps = 0
@@ -298,32 +407,20 @@ def main(argv=None) -> int:
         for w in range(cfg["workers"])
     ]
     stop = StopRequest()
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # spawned workers inherit "ignore Ctrl-C"
-    # Ours, so that it is shut down while the interpreter still runs: left to its __del__ at exit,
-    # a scheme that never sent weights hangs the process (torchrl 0.14.1).
-    weight_sync = MultiProcessWeightSyncScheme()
-    collector = MultiSyncCollector(
-        env_factories, policy,
-        frames_per_batch=cfg["frames_per_batch"],
-        total_frames=-1,
-        env_device="cpu", policy_device=device, storing_device="cpu",
-        weight_sync_schemes={"policy": weight_sync},
-        # Collection and updates take turns, so the learner may use every core; left alone the
-        # collector would cut this process to (threads - workers), i.e. 1 thread on 2 cores.
-        num_threads=torch.get_num_threads(),
-    )
+    # Spawned workers and a local Ray cluster's processes inherit "ignore Ctrl-C": the first
+    # Ctrl-C is ours to handle (save, then shut them down).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    collector, weight_syncs = make_collector(cfg, env_factories, policy, device)
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     if cfg["compile"]:  # now that the workers hold their own (eager) copy of the policy
         compile_network(net)
     hindsight = HindsightRelabel(copies=cfg["hindsight"])  # copies=0 only adds the mask
     n_step = MultiStep(gamma=cfg["gamma"], n_steps=cfg["n_steps"]) if cfg["n_steps"] > 1 else None
-    stored_keys = ["observation", "is_init", "action", *state_keys,
-                   *[("next", key) for key in ("observation", "is_init", "reward", "done",
-                                               "terminated", *state_keys)]]
-    if n_step is not None:
-        stored_keys.append("steps_to_next_obs")  # the value estimator's gamma ** steps
-    buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(cfg["buffer_size"]),
+    stored_keys = replay_keys(state_keys, n_step is not None)
+    # On a GPU the replay lives there too: a carried frame is ~1.3 KB, a million fit easily, and
+    # sampling then copies nothing to the device.
+    buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(cfg["buffer_size"], device=device),
                                     batch_size=cfg["batch_size"])
     logger = CSVLogger(exp_name="logs", log_dir=str(run_dir))
     oracle_length = oracle_mean_episode_length(cfg["env"], cfg["eval_episodes"], EVAL_SEED)
@@ -345,11 +442,7 @@ def main(argv=None) -> int:
 
     def optimizer_step(loss: torch.Tensor) -> None:
         nonlocal optimizer_steps
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg["grad_clip"])
-        optimizer.step()
-        target_updater.step()  # after every optimizer step, as the authors move their target
+        gradient_step(loss, net, optimizer, target_updater, cfg["grad_clip"])
         optimizer_steps += 1
         if eps_per_update:
             egreedy.step(1)
@@ -381,24 +474,8 @@ def main(argv=None) -> int:
             if len(buffer) >= cfg["warmup_frames"]:
                 for _ in range(cfg["updates_per_batch"]):
                     batch = buffer.sample().to(device)
-                    if cfg["deep_supervision"]:
-                        # Targets once per minibatch from the target network (full recurrence
-                        # on the next observation from its carried state)...
-                        with torch.no_grad():
-                            target = loss_module.value_estimator.value_estimate(
-                                batch.clone(False),
-                                target_params=loss_module.target_value_network_params,
-                            ).squeeze(-1)
-                        action = batch["action"].float()
-                        # ...then one optimizer step per segment, each from the last one's
-                        # detached state (HRM deep supervision).
-                        for q in net.supervision_segments(batch):
-                            loss = (q * action).sum(-1).sub(target).pow(2).mean()
-                            optimizer_step(loss)
-                    else:
-                        loss = loss_module(batch)["loss"]
-                        optimizer_step(loss)
-                    loss_value = loss.item()
+                    loss_value = minibatch_update(batch, net, loss_module,
+                                                  cfg["deep_supervision"], optimizer_step)
                     if not math.isfinite(loss_value):
                         tqdm.write(f"error: the loss became {loss_value} at {frames} frames; "
                                    f"stopping. {last_path} holds the last good state.")
@@ -431,8 +508,9 @@ def main(argv=None) -> int:
             tick = time.time()
     finally:
         bar.close()
-        collector.shutdown()
-        weight_sync.shutdown()
+        collector.shutdown()  # a RayCollector also stops the local Ray cluster it started
+        for weight_sync in weight_syncs:
+            weight_sync.shutdown()
 
     if exit_code:
         eval_env.close()

@@ -244,12 +244,12 @@ class HRM(nn.Module):
         Returns ``(q, z_H, z_L)``, or ``(q, z_H, z_L, states)`` with ``trace=True``, where
         ``states`` lists the (z_H, z_L) after each segment.
 
-        Without autograd the batch runs in chunks of ``inference_chunk`` rows: the activations of
-        a chunk stay in cache, which measured 1.7x faster than one 256-row batch on a 2-core CPU
-        (benchmarks/README.md).
+        Without autograd a CPU batch runs in chunks of ``inference_chunk`` rows: the activations
+        of a chunk stay in cache, which measured 1.7x faster than one 256-row batch on a 2-core
+        CPU (benchmarks/README.md). On a GPU, chunks would only multiply kernel launches.
         """
         rows = tokens.shape[0]
-        if torch.is_grad_enabled() or rows <= self.inference_chunk:
+        if torch.is_grad_enabled() or not tokens.is_cpu or rows <= self.inference_chunk:
             return self._forward(tokens, z_H, z_L, segments, trace)
         parts = [
             self._forward(tokens[i : i + n], z_H[i : i + n], z_L[i : i + n], segments, trace)

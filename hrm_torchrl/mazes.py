@@ -66,13 +66,16 @@ class DoorMaze(gym.Env):
     """Shared machinery of the two mazes: NetHack underneath, doors on top.
 
     Subclasses give the level's des-file and candidate start/goal cells, and the door rules
-    (``_place_doors`` at reset, ``_change_doors`` each step).
+    (``_place_doors`` at reset, ``_change_doors`` each step). With ``shortest_path=True``,
+    ``info["shortest_path"]`` holds the A* length from the agent to the goal under the current
+    doors (-1 when they block every path); it is off by default, since A* on every step costs
+    more than NetHack's own step and training never reads it.
     """
 
     metadata = {"render_modes": ["ansi", "rgb_array"], "render_fps": 4}
 
     def __init__(self, p_change: float, max_steps: int, render_mode: str | None,
-                 unknown: dict):
+                 shortest_path: bool, unknown: dict):
         # The step limit is ours (``max_steps``), not gymnasium's TimeLimit: a bump into a closed
         # door never reaches NetHack, so only this wrapper counts every step.
         if unknown:
@@ -86,6 +89,10 @@ class DoorMaze(gym.Env):
             raise ValueError(
                 f"{type(self).__name__}: max_steps must be a positive integer, got {max_steps}"
             )
+        if not isinstance(shortest_path, bool):
+            raise ValueError(
+                f"{type(self).__name__}: shortest_path must be True or False, got {shortest_path!r}"
+            )
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ValueError(
                 f"{type(self).__name__}: unknown render_mode {render_mode!r}; "
@@ -94,6 +101,7 @@ class DoorMaze(gym.Env):
         self.p_change = float(p_change)
         self.max_steps = int(max_steps)
         self.render_mode = render_mode
+        self.shortest_path = shortest_path
         self.finished = True  # no episode until reset()
         self.observation_space = gym.spaces.Box(0, 127, (SIZE, SIZE), np.uint8)
         self.action_space = gym.spaces.Discrete(4)
@@ -207,14 +215,16 @@ class DoorMaze(gym.Env):
         return free
 
     def _info(self) -> dict:
-        path = astar(self.passable(), self.agent, self.goal)
-        return {
+        info = {
             "agent_pos": self.agent,
             "goal_pos": self.goal,
             "closed_doors": self.closed_doors,
             "env_changed": self.env_changed,
-            "shortest_path": -1 if path is None else len(path) - 1,
         }
+        if self.shortest_path:
+            path = astar(self.passable(), self.agent, self.goal)
+            info["shortest_path"] = -1 if path is None else len(path) - 1
+        return info
 
     def render(self):
         grid = self._observation()
@@ -242,8 +252,8 @@ class FourRoomsDoors(DoorMaze):
     DOORWAYS = ((2, 5), (5, 1), (6, 8), (9, 5))
 
     def __init__(self, p_change: float = 0.05, max_steps: int = 80,
-                 render_mode: str | None = None, **unknown):
-        super().__init__(p_change, max_steps, render_mode, unknown)
+                 render_mode: str | None = None, shortest_path: bool = False, **unknown):
+        super().__init__(p_change, max_steps, render_mode, shortest_path, unknown)
 
     @classmethod
     def layout(cls) -> np.ndarray:
@@ -291,7 +301,8 @@ class DynamicMaze(DoorMaze):
     FLOOR_CELLS = tuple((r, c) for r in range(0, SIZE, 2) for c in range(0, SIZE, 2))
 
     def __init__(self, n_walls: int = 12, n_doors: int = 6, p_change: float = 0.05,
-                 max_steps: int = 80, render_mode: str | None = None, **unknown):
+                 max_steps: int = 80, render_mode: str | None = None, shortest_path: bool = False,
+                 **unknown):
         for name, value in (("n_walls", n_walls), ("n_doors", n_doors)):
             if int(value) != value or value < 0:
                 raise ValueError(f"DynamicMaze: {name} must be a non-negative integer, got {value}")
@@ -301,7 +312,7 @@ class DynamicMaze(DoorMaze):
                 f"{len(self.CANDIDATES)} candidate cells"
             )
         self.n_walls, self.n_doors = int(n_walls), int(n_doors)
-        super().__init__(p_change, max_steps, render_mode, unknown)
+        super().__init__(p_change, max_steps, render_mode, shortest_path, unknown)
 
     def _level_des_file(self) -> str:
         interior = ["".join("|" if r % 2 and c % 2 else "." for c in range(SIZE))

@@ -9,4 +9,5 @@ PYTHON=${PYTHON:-python3}
 PIP=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 "${PIP[@]}" "setuptools<81"
 .venv/bin/python -c "import torch" 2>/dev/null || "${PIP[@]}" "torch==${TORCH_VERSION:-2.13.0}"
-"${PIP[@]}" --no-build-isolation -e ".[dev]"
+# ray: the optional extra behind --collector ray, which the tests exercise
+"${PIP[@]}" --no-build-isolation -e ".[dev,ray]"

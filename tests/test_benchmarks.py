@@ -35,7 +35,23 @@ def test_collector_throughput_quick(tmp_path):
     load("collector_throughput").main(["--quick", "--json", str(out), "--plot", str(png)])
     assert png.stat().st_size > 10_000
     rows = json.loads(out.read_text())
-    check_rows(rows, ["plain-loop", "torchrl-env-1", "torchrl-env-16", "multisync-random-2-4",
-                      "multisync-hrm-cpu-2-4", "model-only-cpu-16", "hand-rolled-hrm-cpu"])
+    check_rows(rows, ["plain-loop", "plain-loop-astar", "torchrl-env-1", "torchrl-env-16",
+                      "multisync-random-2-4", "multisync-hrm-cpu-2-4", "ray-random-2-4",
+                      "ray-hrm-cpu-2-4", "model-only-cpu-16", "hand-rolled-hrm-cpu"])
     plain = next(r for r in rows if r["name"] == "plain-loop")
     assert plain["ratio"] == 1.0
+
+
+def test_pipeline_speed_quick(tmp_path):
+    out = tmp_path / "pipeline.json"
+    load("pipeline_speed").main(["--quick", "--json", str(out)])
+    rows = {row["name"]: row for row in json.loads(out.read_text())}
+    assert set(rows) == {"collect-cpu", "learn-cpu-eager", "pipeline-cpu"}
+    assert rows["collect-cpu"]["frames_per_second"] > 0
+    assert rows["learn-cpu-eager"]["optimizer_steps_per_second"] > 0
+    pipeline = rows["pipeline-cpu"]
+    assert pipeline["frames_per_second"] > 0 and pipeline["optimizer_steps_per_second"] > 0
+    # the example's own loop: 2 optimizer steps per 64-frame round (the quick flags)
+    ratio = pipeline["optimizer_steps_per_second"] / pipeline["frames_per_second"]
+    assert abs(ratio - 2 / 64) < 1e-6
+    assert abs(pipeline["ratio"] - pipeline["frames_per_second"] / pipeline["limit_frames_per_second"]) < 1e-9

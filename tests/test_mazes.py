@@ -202,6 +202,7 @@ def test_seeded_reset_reproduces_the_episode(env_id):
         (IDS[0], {"n_walls": 3}, r"unknown arguments \['n_walls'\]"),
         (IDS[1], {"colour": 3}, r"unknown arguments \['colour'\]"),
         (IDS[0], {"max_steps": 0}, "max_steps must be a positive"),
+        (IDS[1], {"shortest_path": "yes"}, "shortest_path must be True or False, got 'yes'"),
     ],
 )
 def test_bad_arguments_raise(env_id, kwargs, match):
@@ -245,6 +246,34 @@ def test_oracle_solves_four_rooms():
     stats = episode_stats(env, oracle_action, episodes=200, seed=0)
     assert stats["success_rate"] >= 0.99
     assert 5 < stats["mean_success_length"] < 20
+
+
+@pytest.mark.parametrize("env_id", IDS)
+def test_shortest_path_info_is_opt_in_and_shrinks_along_the_oracle(env_id):
+    env = gym.make(env_id)
+    _, info = env.reset(seed=0)
+    assert "shortest_path" not in info  # off by default: training never reads it
+    env = gym.make(env_id, p_change=0.0, shortest_path=True)  # doors fixed: A* lengths are exact
+    solved = 0
+    for seed in range(10):
+        obs, info = env.reset(seed=seed)
+        (r, c), (gr, gc) = info["agent_pos"], info["goal_pos"]
+        length = info["shortest_path"]
+        if length == -1:  # DynamicMaze's closed doors may cut every path; FourRoomsDoors' never
+            assert env_id == IDS[1]
+            continue
+        solved += 1
+        assert length >= abs(r - gr) + abs(c - gc) >= 1
+        terminated = False
+        while not terminated:  # each oracle move takes one step off the remaining path
+            obs, _, terminated, truncated, info = env.step(oracle_action(obs))
+            assert not truncated
+            length -= 1
+            if not terminated:
+                assert info["shortest_path"] == length
+        assert length == 0
+    assert solved >= 5
+    env.close()
 
 
 def test_oracle_on_dynamic_maze_and_its_waiting():

@@ -1,6 +1,8 @@
 """HRMQValueNet composed with TorchRL: collectors carry z, and QValueActor + EGreedyModule +
 DQNLoss + SoftUpdate train on what the policy collected."""
 
+import functools
+
 import torch
 from tensordict.nn import TensorDictSequential
 from torchrl.collectors import Collector, MultiSyncCollector
@@ -120,3 +122,36 @@ def test_state_travels_in_a_multisync_collector():
     collector.shutdown()
     data = data.reshape(-1, data.shape[-1])  # [workers, mazes, time] -> [workers * mazes, time]
     check_state_travels(data, net)
+
+
+def test_state_and_weights_travel_through_a_ray_collector():
+    from torchrl.collectors.distributed import RayCollector
+
+    net = tiny_net()
+    actor, policy = make_policy(net, env_factory())
+    # Ray actors import what they unpickle: a factory from the package, not from this file
+    factory = functools.partial(make_env, "FourRoomsDoors", num_envs=4, seed=0, p_change=0.3,
+                                primer=net.make_tensordict_primer())
+    collector = RayCollector(
+        [factory, factory], policy, collector_class=Collector, num_collectors=2, sync=True,
+        frames_per_batch=2 * 4 * 40, total_frames=3 * 2 * 4 * 40,
+        ray_init_config={"num_cpus": 2, "include_dashboard": False, "log_to_driver": False},
+        remote_configs={"num_cpus": 1},
+    )
+    try:
+        collector.update_policy_weights_(policy)
+        batches = iter(collector)
+        data = next(batches)
+        assert data.batch_size == (2, 4, 40)  # [workers, mazes, time], as MultiSyncCollector's
+        check_state_travels(data.reshape(-1, 40), net)
+        assert data["action"].float().std(dim=(0, 1, 2)).sum() > 0  # epsilon 1: random moves
+        # new weights reach the actors: a greedy policy whose Q always prefers action 2
+        with torch.no_grad():
+            policy[1].eps.fill_(0.0)
+            net.hrm.q_head.weight.zero_()
+            net.hrm.q_head.bias.copy_(torch.tensor([0.0, 0.0, 1.0, 0.0]))
+        collector.update_policy_weights_()
+        data = next(batches)
+        assert (data["action"].argmax(-1) == 2).all()
+    finally:
+        collector.shutdown()

@@ -36,9 +36,11 @@ def run(args, timeout=120):
                           timeout=timeout, cwd=ROOT)
 
 
-def test_short_run_then_resume(tmp_path):
+@pytest.mark.parametrize("collector", ["multisync", "ray"])
+def test_short_run_then_resume(tmp_path, collector):
     run_dir = tmp_path / "run"
-    first = run([*SMALL, "--frames", "512", "--run-dir", str(run_dir)])
+    small = [*SMALL, "--collector", collector]
+    first = run([*small, "--frames", "512", "--run-dir", str(run_dir)])
     assert first.returncode == 0, first.stderr[-3000:]
     summary = json.loads((run_dir / "summary.json").read_text())
     for key in ("success_rate", "mean_episode_length", "mean_success_length",
@@ -52,11 +54,12 @@ def test_short_run_then_resume(tmp_path):
     assert 1 <= summary["mean_episode_length"] <= 80
     assert (run_dir / "checkpoints" / "last.pt").exists()
     assert (run_dir / "checkpoints" / "best.pt").exists()
-    assert json.loads((run_dir / "config.json").read_text())["workers"] == 2
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["workers"] == 2 and config["collector"] == collector
     check_metrics(run_dir, min_rows=2)
     assert (run_dir / "logs" / "scalars" / "eval" / "success_rate.csv").exists()
 
-    second = run([*SMALL, "--frames", "768", "--run-dir", str(run_dir), "--resume"])
+    second = run([*small, "--frames", "768", "--run-dir", str(run_dir), "--resume"])
     assert second.returncode == 0, second.stderr[-3000:]
     assert "resumed from" in second.stderr + second.stdout
     resumed = json.loads((run_dir / "summary.json").read_text())
@@ -64,11 +67,11 @@ def test_short_run_then_resume(tmp_path):
     assert resumed["wall_seconds"] > summary["wall_seconds"]
 
     # a checkpoint from another env or preset is refused with a clear error
-    other = run([*SMALL, "--env", "DynamicMaze", "--run-dir", str(run_dir), "--resume"])
+    other = run([*small, "--env", "DynamicMaze", "--run-dir", str(run_dir), "--resume"])
     assert other.returncode != 0
     assert "trained with env='FourRoomsDoors'" in other.stderr
     # ...and so is one of another model configuration (here: another number of segments)
-    fewer = run([*SMALL, "--segments", "1", "--run-dir", str(run_dir), "--resume"])
+    fewer = run([*small, "--segments", "1", "--run-dir", str(run_dir), "--resume"])
     assert fewer.returncode != 0
     assert "holds another model configuration" in fewer.stderr
 
@@ -123,14 +126,29 @@ def test_runs_that_end_before_any_update_exit(tmp_path):
     assert json.loads((run_dir / "summary.json").read_text())["frames"] == 64
 
 
+def _pids():
+    return [int(path.name) for path in Path("/proc").glob("[0-9]*")]
+
+
+def _stat(pid):
+    """The fields of /proc/PID/stat after the command name: state, ppid, pgrp, ...; [] if gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return []
+
+
+def _alive(pid):
+    fields = _stat(pid)
+    return bool(fields) and fields[0] != "Z"
+
+
 def _descendants(pid):
     children = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    for child in _pids():
+        fields = _stat(child)
+        if fields:
+            children.setdefault(int(fields[1]), []).append(child)
     found, todo = [], [pid]
     while todo:
         for child in children.get(todo.pop(), []):
@@ -139,12 +157,16 @@ def _descendants(pid):
     return found
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_stop_signal_saves_and_leaves_no_worker(tmp_path, signum):
+@pytest.mark.parametrize("collector, signum", [
+    ("multisync", signal.SIGINT), ("multisync", signal.SIGTERM), ("ray", signal.SIGINT),
+])
+def test_stop_signal_saves_and_leaves_no_worker(tmp_path, collector, signum):
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(
-        [sys.executable, str(SCRIPT), *SMALL, "--frames", "10000000", "--run-dir", str(run_dir)],
+        [sys.executable, str(SCRIPT), *SMALL, "--frames", "10000000", "--run-dir", str(run_dir),
+         "--collector", collector],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        start_new_session=True,  # its own process group, as a shell gives a job
     )
     try:
         deadline = time.time() + 90
@@ -152,20 +174,26 @@ def test_stop_signal_saves_and_leaves_no_worker(tmp_path, signum):
         while not loss_log.exists() and time.time() < deadline and proc.poll() is None:
             time.sleep(0.5)
         assert proc.poll() is None, proc.communicate()[1][-3000:]
-        workers = _descendants(proc.pid)
+        workers = _descendants(proc.pid)  # collector workers; for Ray also its raylet and GCS
         assert workers, "the collector should have worker processes"
-        proc.send_signal(signum)
+        if signum == signal.SIGINT:
+            os.killpg(proc.pid, signum)  # Ctrl-C in a terminal reaches the whole group
+        else:
+            proc.send_signal(signum)  # as `kill` sends it
         stdout, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 0, stderr[-3000:]
     assert f"{signum.name}: saving a checkpoint" in stdout and "stopped at" in stdout
     assert (run_dir / "checkpoints" / "last.pt").exists()
     time.sleep(1.0)
-    alive = [pid for pid in workers if Path(f"/proc/{pid}").exists()
-             and "Z" not in (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0])]
+    alive = [pid for pid in workers if _alive(pid)]
     assert not alive, f"worker processes left behind: {alive}"
+    # nor any process started later in its group (a local Ray cluster starts some on demand)
+    group = [pid for pid in _pids() if (fields := _stat(pid)) and int(fields[2]) == proc.pid
+             and fields[0] != "Z"]
+    assert not group, f"processes left in the run's process group: {group}"
 
 
 @pytest.mark.parametrize(
@@ -182,12 +210,21 @@ def test_stop_signal_saves_and_leaves_no_worker(tmp_path, signum):
         (["--hindsight", "-1"], "--hindsight must be 0 \\(off\\) or more, got -1"),
         (["--eps-frames", "10", "--eps-updates", "10"], "--eps-frames or --eps-updates, not both"),
         (["--eps-end", "1.5"], "--eps-end must lie in \\[0, 1.0\\]"),
+        (["--collector", "spark"], "unknown --collector 'spark'; choose one of \\['multisync', 'ray'\\]"),
+        (["--ray-address", "auto"], "--ray-address applies to --collector ray only"),
     ],
 )
 def test_bad_flags_raise_clear_errors(args, match):
     example = load_example()
     with pytest.raises(SystemExit, match=match):
         example.main(args)
+
+
+def test_ray_collector_without_ray_names_the_extra(monkeypatch):
+    example = load_example()
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    with pytest.raises(SystemExit, match=r"--collector ray needs Ray.*pip install -e '\.\[ray\]'"):
+        example.main(["--collector", "ray"])
 
 
 def test_resume_without_checkpoint_errors(tmp_path):

@@ -1,0 +1,199 @@
+"""The training pipeline's speed: examples/dqn_hrm.py's own loop beside its two halves.
+
+    python benchmarks/pipeline_speed.py [--preset cpu] [--seconds 180] [--rows ...] [--json FILE]
+        [-- EXAMPLE_FLAGS]       # e.g. -- --batch-size 32: the example's flags, for every row
+
+Rows (frames/s and optimizer steps/s; the preset's replay ratio fixes steps per frame):
+  pipeline-PRESET          `examples/dqn_hrm.py --preset PRESET` in a subprocess for --seconds:
+                           collect + learn as in training, rates between its first and last
+                           evaluation (start-up and compilation excluded; 8-episode evaluations
+                           every ~4 rounds included)
+  collect-PRESET           the preset's collector alone (its workers, mazes and policy), no learning
+  learn-PRESET-eager       the learner alone on a replay of collected frames: sample, loss,
+  learn-PRESET-compiled    backward, step, SoftUpdate (deep supervision where the preset uses it),
+                           without and with --compile
+The limit of the pipeline row: collection and learning taking turns, each at its own rate
+(1 / (1 / collect + steps per frame / learn), learner as the preset compiles it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import functools
+import importlib.util
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from tensordict.nn import TensorDictSequential
+from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
+from torchrl.modules import EGreedyModule
+
+from hrm_torchrl import HindsightRelabel, MultiStep, make_env
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "dqn_hrm.py"
+# --quick: a tiny pipeline, so that the tests keep this script working (they assert no timing)
+QUICK_FLAGS = ["--workers", "2", "--envs-per-worker", "4", "--frames-per-batch", "64",
+               "--warmup-frames", "128", "--batch-size", "16", "--updates-per-batch", "2",
+               "--buffer-size", "10000"]
+
+
+def load_example():
+    spec = importlib.util.spec_from_file_location("dqn_hrm", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def pipeline(flags: list, seconds: float, eval_every: int) -> dict:
+    """Runs the example; rates between its first and last evaluation rows."""
+    with tempfile.TemporaryDirectory() as run_dir:
+        cmd = [sys.executable, str(EXAMPLE), *flags, "--minutes", str(seconds / 60),
+               "--frames", str(10**9), "--eval-every", str(eval_every), "--eval-episodes", "8",
+               "--run-dir", run_dir]
+        done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
+        with open(Path(run_dir) / "metrics.csv") as f:
+            rows = list(csv.DictReader(f))
+    if len(rows) < 2:
+        raise RuntimeError(f"only {len(rows)} evaluation(s) in {seconds} s: raise --seconds")
+    first, last = rows[0], rows[-1]
+    wall = float(last["wall_seconds"]) - float(first["wall_seconds"])
+    return {
+        "frames_per_second": (int(last["frames"]) - int(first["frames"])) / wall,
+        "optimizer_steps_per_second":
+            (int(last["optimizer_steps"]) - int(first["optimizer_steps"])) / wall,
+        "seconds_measured": wall,
+    }
+
+
+def collect(example, cfg: dict, seconds: float) -> float:
+    """Frames/s of the preset's collector and epsilon-greedy policy, nothing else running."""
+    net, _ = example.make_network(cfg)
+    primer = net.make_tensordict_primer() if cfg["model"] != "mlp" else None
+    env = make_env(cfg["env"], primer=primer)
+    action_spec = env.action_spec_unbatched
+    env.close()
+    actor, *_ = example.make_learner(net, action_spec, cfg)
+    policy = TensorDictSequential(actor, EGreedyModule(action_spec, eps_init=0.5, eps_end=0.5))
+    factories = [functools.partial(make_env, cfg["env"], num_envs=cfg["envs_per_worker"],
+                                   seed=1000 * w, primer=primer) for w in range(cfg["workers"])]
+    collector, weight_syncs = example.make_collector(cfg, factories, policy, torch.device("cpu"))
+    frames, start = 0, None
+    try:
+        for i, data in enumerate(collector):
+            if i == 1:  # the first round pays the workers' start-up
+                frames, start = 0, time.perf_counter()
+            elif i > 1:
+                frames += data.numel()
+                collector.update_policy_weights_()  # as the training loop does every round
+                if time.perf_counter() - start >= seconds:
+                    break
+        return frames / (time.perf_counter() - start)
+    finally:
+        collector.shutdown()
+        for weight_sync in weight_syncs:
+            weight_sync.shutdown()
+
+
+def learn(example, cfg: dict, compiled: bool, seconds: float) -> float:
+    """Optimizer steps/s of the preset's learner on a replay of random-walk frames, relabeled
+    and with n-step returns as in training."""
+    torch.manual_seed(0)
+    net, _ = example.make_network(cfg)
+    primer = net.make_tensordict_primer() if cfg["model"] != "mlp" else None
+    state_keys = list(primer.primers.keys()) if primer is not None else []
+    env = make_env(cfg["env"], num_envs=cfg["envs_per_worker"], seed=0, primer=primer)
+    actor, loss_module, target_updater, optimizer = example.make_learner(
+        net, env.action_spec_unbatched, cfg)
+    with torch.no_grad():  # the policy's own forward fills the carried state
+        data = env.rollout(64, actor, break_when_any_done=False)
+    env.close()
+    data = HindsightRelabel(copies=cfg["hindsight"])(data)
+    if cfg["n_steps"] > 1:
+        data = MultiStep(gamma=cfg["gamma"], n_steps=cfg["n_steps"])(data)
+    data = data[data["collector", "mask"]]
+    buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(data.numel()),
+                                    batch_size=cfg["batch_size"])
+    buffer.extend(data.select(*example.replay_keys(state_keys, cfg["n_steps"] > 1)))
+    if compiled:
+        example.compile_network(net)
+    steps = 0
+
+    def optimizer_step(loss):
+        nonlocal steps
+        example.gradient_step(loss, net, optimizer, target_updater, cfg["grad_clip"])
+        steps += 1
+
+    def update():
+        example.minibatch_update(buffer.sample(), net, loss_module, cfg["deep_supervision"],
+                                 optimizer_step)
+
+    for _ in range(3):  # warm-up: compilation, allocator
+        update()
+    steps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        update()
+    return steps / (time.perf_counter() - start)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="cpu", help="the example's preset")
+    parser.add_argument("--seconds", type=float, default=180.0, help="the pipeline row's run")
+    parser.add_argument("--rows", nargs="*", choices=["collect", "learn", "pipeline"],
+                        default=["collect", "learn", "pipeline"],
+                        help="which rows (pipeline needs the other two for its limit)")
+    parser.add_argument("--quick", action="store_true", help="a tiny pipeline, a few seconds each")
+    parser.add_argument("--json", help="write the rows here")
+    parser.add_argument("example_flags", nargs="*", help="flags of examples/dqn_hrm.py (after --)")
+    args = parser.parse_args(argv)
+    example = load_example()
+    flags = ["--preset", args.preset, "--device", "cpu", *args.example_flags]
+    if args.quick:  # and no compilation, which alone takes longer than the quick rows
+        flags += QUICK_FLAGS + ["--no-compile"]
+    cfg = example.resolve_config(example.parse_args(flags))
+    seconds = 1.0 if args.quick else 10.0
+    # deep supervision takes one optimizer step per segment of each minibatch
+    segments = example.make_network(cfg)[0].config.segments if cfg["deep_supervision"] else 1
+    steps_per_frame = cfg["updates_per_batch"] * segments / cfg["frames_per_batch"]
+    rows = []
+
+    def add(name, **values):
+        rows.append({"name": name, **values})
+        print(f"{name:28s} " + "  ".join(f"{k} {v:,.2f}" for k, v in values.items()), flush=True)
+
+    wanted = set(args.rows) | ({"collect", "learn"} if "pipeline" in args.rows else set())
+    if "collect" in wanted:
+        collect_fps = collect(example, cfg, seconds)
+        add(f"collect-{args.preset}", frames_per_second=collect_fps)
+    learn_rates = {}
+    variants = [] if "learn" not in wanted else [False] if args.quick else [False, True]
+    for compiled in variants:  # eager, compiled
+        learn_rates[compiled] = learn(example, cfg, compiled, seconds)
+        add(f"learn-{args.preset}-{'compiled' if compiled else 'eager'}",
+            optimizer_steps_per_second=learn_rates[compiled],
+            frames_per_second=learn_rates[compiled] / steps_per_frame)
+    if "pipeline" in wanted:
+        learn_sps = learn_rates[cfg["compile"]]
+        limit = 1 / (1 / collect_fps + steps_per_frame / learn_sps)
+        eval_every = cfg["frames_per_batch"] * (2 if args.quick else 4)
+        run = pipeline(flags, 20.0 if args.quick else args.seconds, eval_every)
+        add(f"pipeline-{args.preset}", frames_per_second=run["frames_per_second"],
+            optimizer_steps_per_second=run["optimizer_steps_per_second"],
+            limit_frames_per_second=limit, ratio=run["frames_per_second"] / limit)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
