@@ -77,7 +77,7 @@ def pipeline(flags: list, seconds: float, eval_every: int) -> dict:
 def collect(example, cfg: dict, seconds: float) -> float:
     """Frames/s of the preset's collector and epsilon-greedy policy, nothing else running."""
     net, _ = example.make_network(cfg)
-    primer = net.make_tensordict_primer() if cfg["model"] != "mlp" else None
+    primer, _ = example.carried_state(net)
     env = make_env(cfg["env"], primer=primer)
     action_spec = env.action_spec_unbatched
     env.close()
@@ -108,8 +108,7 @@ def learn(example, cfg: dict, compiled: bool, seconds: float) -> float:
     and with n-step returns as in training."""
     torch.manual_seed(0)
     net, _ = example.make_network(cfg)
-    primer = net.make_tensordict_primer() if cfg["model"] != "mlp" else None
-    state_keys = list(primer.primers.keys()) if primer is not None else []
+    primer, state_keys = example.carried_state(net)
     env = make_env(cfg["env"], num_envs=cfg["envs_per_worker"], seed=0, primer=primer)
     actor, loss_module, target_updater, optimizer = example.make_learner(
         net, env.action_spec_unbatched, cfg)

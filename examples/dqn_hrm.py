@@ -196,6 +196,15 @@ def make_network(cfg: dict):
     return LSTMQValueNet(4, carry=cfg["carry"]), {"model": "lstm"}
 
 
+def carried_state(net):
+    """The env primer that carries a recurrent network's state, and that state's keys
+    (``None, []`` for the MLP, which carries nothing)."""
+    if isinstance(net, MLPQValueNet):
+        return None, []
+    primer = net.make_tensordict_primer()
+    return primer, list(primer.primers.keys())
+
+
 def compile_network(net) -> None:
     """torch.compile the network's tensor modules in place (its parameters and state_dict keys
     stay the same; the TensorDict plumbing around them stays eager)."""
@@ -356,8 +365,7 @@ def main(argv=None) -> int:
     # -- model, policy, loss, optimizer --------------------------------------------------------
     net, model_config = make_network(cfg)
     net = net.to(device)
-    primer = net.make_tensordict_primer() if cfg["model"] != "mlp" else None
-    state_keys = list(primer.primers.keys()) if primer is not None else []  # the carried state
+    primer, state_keys = carried_state(net)
     eval_env = make_env(cfg["env"], num_envs=cfg["eval_episodes"], device=device, primer=primer)
     action_spec = eval_env.action_spec_unbatched
     actor, loss_module, target_updater, optimizer = make_learner(net, action_spec, cfg)
