@@ -261,7 +261,7 @@ def test_compiled_network_agrees_with_eager(model):
     compiled.load_state_dict(eager.state_dict())
     example.compile_network(compiled)
     assert compiled.state_dict().keys() == eager.state_dict().keys()  # checkpoints unchanged
-    primer = eager.make_tensordict_primer() if model != "mlp" else None
+    primer, _ = example.carried_state(eager)
     env = example.make_env("FourRoomsDoors", num_envs=6, seed=0, primer=primer)
     data = env.rollout(4, break_when_any_done=False).reshape(-1)
     data = data.exclude("action_value")
