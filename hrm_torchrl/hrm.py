@@ -127,8 +127,8 @@ class HRM(nn.Module):
         >>> tokens = torch.randint(0, 128, (3, 121))
         >>> z_H, z_L = hrm.initial_state(3)
         >>> q, z_H, z_L = hrm(tokens, z_H, z_L)
-        >>> q.shape, z_H.shape
-        (torch.Size([3, 4]), torch.Size([3, 122, 32]))
+        >>> q.shape, z_H.shape  # 2x2 patches: 36 positions and the readout token, hidden 64
+        (torch.Size([3, 4]), torch.Size([3, 37, 64]))
     """
 
     # Rows per chunk when running without autograd (see forward).

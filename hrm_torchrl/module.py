@@ -86,15 +86,15 @@ class HRMQValueNet(TensorDictModuleBase):
         >>> td = TensorDict(
         ...     {
         ...         "observation": torch.randint(0, 128, (5, 121), dtype=torch.uint8),
-        ...         "z_H": torch.zeros(5, 32),
-        ...         "z_L": torch.zeros(5, 32),
+        ...         "z_H": torch.zeros(5, 64),  # carry_state="token": [batch, hidden]
+        ...         "z_L": torch.zeros(5, 64),
         ...         "is_init": torch.ones(5, 1, dtype=torch.bool),
         ...     },
         ...     batch_size=[5],
         ... )
         >>> td = net(td)
         >>> td["action_value"].shape, td["next", "z_H"].shape
-        (torch.Size([5, 4]), torch.Size([5, 32]))
+        (torch.Size([5, 4]), torch.Size([5, 64]))
         >>> primer = net.make_tensordict_primer()  # env.append_transform(primer) in a pipeline
     """
 

@@ -44,7 +44,8 @@ class MazeEnv(EnvBase):
     Examples:
         >>> from hrm_torchrl import MazeEnv
         >>> env = MazeEnv("FourRoomsDoors", num_envs=4, seed=0)
-        >>> env.rollout(3)["next", "observation"].shape
+        >>> # a maze that finishes is reset in place; rollout() would otherwise stop at the first
+        >>> env.rollout(3, break_when_any_done=False)["next", "observation"].shape
         torch.Size([4, 3, 121])
     """
 
