@@ -171,14 +171,24 @@ def resolve_config(args: argparse.Namespace) -> dict:
                device=device, seed=args.seed, segments=args.segments, collector=args.collector,
                ray_address=args.ray_address)
     for key in ("frames", "workers", "envs_per_worker", "frames_per_batch", "batch_size",
-                "buffer_size", "updates_per_batch", "eval_episodes", "n_steps", "segments",
-                "eps_frames", "eps_updates"):
+                "buffer_size", "updates_per_batch", "eval_episodes", "eval_every", "n_steps",
+                "segments", "eps_frames", "eps_updates"):
         if cfg[key] is not None and cfg[key] < 1:  # None: the model preset's / the other unit
             raise SystemExit(f"error: --{key.replace('_', '-')} must be at least 1, got {cfg[key]}")
-    if cfg["hindsight"] < 0:
-        raise SystemExit(f"error: --hindsight must be 0 (off) or more, got {cfg['hindsight']}")
-    if not 0 < cfg["gamma"] <= 1 or not 0 <= cfg["target_eps"] < 1:
-        raise SystemExit("error: --gamma must lie in (0, 1] and --target-eps in [0, 1)")
+    for key, off in (("hindsight", "off"), ("warmup_frames", "none"), ("minutes", "no limit"),
+                     ("threads", "torch's default")):
+        if cfg[key] < 0:
+            raise SystemExit(f"error: --{key.replace('_', '-')} must be 0 ({off}) or more, "
+                             f"got {cfg[key]}")
+    if cfg["warmup_frames"] > cfg["buffer_size"]:  # the replay would never hold enough to start
+        raise SystemExit(f"error: --warmup-frames ({cfg['warmup_frames']}) exceeds the replay's "
+                         f"--buffer-size ({cfg['buffer_size']}): training would never start")
+    if cfg["lr"] <= 0:  # AdamW checks its default lr, not a group's
+        raise SystemExit(f"error: --lr must be positive, got {cfg['lr']}")
+    if not 0 < cfg["gamma"] <= 1:
+        raise SystemExit(f"error: --gamma must lie in (0, 1], got {cfg['gamma']}")
+    if not 0 <= cfg["target_eps"] < 1:
+        raise SystemExit(f"error: --target-eps must lie in [0, 1), got {cfg['target_eps']}")
     if not 0 <= cfg["eps_end"] <= cfg["eps_init"]:
         raise SystemExit(f"error: --eps-end must lie in [0, {cfg['eps_init']}], got {cfg['eps_end']}")
     return cfg

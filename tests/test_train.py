@@ -114,12 +114,12 @@ def test_baselines_train_in_the_same_pipeline(tmp_path, model, extra):
 def test_runs_that_end_before_any_update_exit(tmp_path):
     # shorter than the warmup: no weights ever reach the workers, and the process still exits
     run_dir = tmp_path / "short"
-    short = run([*SMALL, "--frames", "64", "--warmup-frames", "100000", "--run-dir", str(run_dir)],
+    short = run([*SMALL, "--frames", "64", "--warmup-frames", "5000", "--run-dir", str(run_dir)],
                 timeout=90)
     assert short.returncode == 0, short.stderr[-3000:]
     assert json.loads((run_dir / "summary.json").read_text())["updates"] == 0
     # a resume whose frames already reach --frames collects nothing and exits as well
-    again = run([*SMALL, "--frames", "64", "--warmup-frames", "100000", "--run-dir", str(run_dir),
+    again = run([*SMALL, "--frames", "64", "--warmup-frames", "5000", "--run-dir", str(run_dir),
                  "--resume"], timeout=90)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resumed from" in again.stderr + again.stdout
@@ -208,6 +208,14 @@ def test_stop_signal_saves_and_leaves_no_worker(tmp_path, collector, signum):
         (["--model", "mlp", "--carry", "reset"], "--carry applies to hrm and lstm"),
         (["--model", "lstm", "--segments", "2"], "--segments and --deep-supervision apply to"),
         (["--hindsight", "-1"], "--hindsight must be 0 \\(off\\) or more, got -1"),
+        (["--minutes", "-1"], "--minutes must be 0 \\(no limit\\) or more, got -1.0"),
+        (["--threads", "-2"], "--threads must be 0 \\(torch's default\\) or more, got -2"),
+        (["--eval-every", "0"], "--eval-every must be at least 1, got 0"),
+        (["--warmup-frames", "5000", "--buffer-size", "4096"],
+         "--warmup-frames \\(5000\\) exceeds the replay's --buffer-size \\(4096\\)"),
+        (["--lr", "-0.001"], "--lr must be positive, got -0.001"),
+        (["--gamma", "1.5"], "--gamma must lie in \\(0, 1\\], got 1.5"),
+        (["--target-eps", "1"], "--target-eps must lie in \\[0, 1\\), got 1.0"),
         (["--eps-frames", "10", "--eps-updates", "10"], "--eps-frames or --eps-updates, not both"),
         (["--eps-end", "1.5"], "--eps-end must lie in \\[0, 1.0\\]"),
         (["--collector", "spark"], "unknown --collector 'spark'; choose one of \\['multisync', 'ray'\\]"),
