@@ -1,7 +1,7 @@
 """The training pipeline's speed: examples/dqn_hrm.py's own loop beside its two halves.
 
-    python benchmarks/pipeline_speed.py [--preset cpu] [--seconds 180] [--rows ...] [--json FILE]
-        [-- EXAMPLE_FLAGS]       # e.g. -- --batch-size 32: the example's flags, for every row
+    python benchmarks/pipeline_speed.py [--preset cpu] [--device cpu] [--seconds 180] [--rows ...]
+        [--json FILE] [-- EXAMPLE_FLAGS]   # e.g. -- --batch-size 32: the example's flags, for every row
 
 Rows (frames/s and optimizer steps/s; the preset's replay ratio fixes steps per frame):
   pipeline-PRESET          `examples/dqn_hrm.py --preset PRESET` in a subprocess for --seconds:
@@ -14,6 +14,8 @@ Rows (frames/s and optimizer steps/s; the preset's replay ratio fixes steps per 
                            without and with --compile
 The limit of the pipeline row: collection and learning taking turns, each at its own rate
 (1 / (1 / collect + steps per frame / learn), learner as the preset compiles it).
+With --device cuda the policy, the learner and the replay live on the GPU, as in the example, and
+the rows are named ...-cuda; the mazes always run on the CPU.
 """
 
 from __future__ import annotations
@@ -76,16 +78,17 @@ def pipeline(flags: list, seconds: float, eval_every: int) -> dict:
 
 def collect(example, cfg: dict, seconds: float) -> float:
     """Frames/s of the preset's collector and epsilon-greedy policy, nothing else running."""
-    net, _ = example.make_network(cfg)
+    device = torch.device(cfg["device"])
+    net = example.make_network(cfg)[0].to(device)
     primer, _ = example.carried_state(net)
-    env = make_env(cfg["env"], primer=primer)
+    env = make_env(cfg["env"], primer=primer, device=device)
     action_spec = env.action_spec_unbatched
     env.close()
     actor, *_ = example.make_learner(net, action_spec, cfg)
     policy = TensorDictSequential(actor, EGreedyModule(action_spec, eps_init=0.5, eps_end=0.5))
     factories = [functools.partial(make_env, cfg["env"], num_envs=cfg["envs_per_worker"],
                                    seed=1000 * w, primer=primer) for w in range(cfg["workers"])]
-    collector, weight_syncs = example.make_collector(cfg, factories, policy, torch.device("cpu"))
+    collector, weight_syncs = example.make_collector(cfg, factories, policy, device)
     frames, start = 0, None
     try:
         for i, data in enumerate(collector):
@@ -107,9 +110,11 @@ def learn(example, cfg: dict, compiled: bool, seconds: float) -> float:
     """Optimizer steps/s of the preset's learner on a replay of random-walk frames, relabeled
     and with n-step returns as in training."""
     torch.manual_seed(0)
-    net, _ = example.make_network(cfg)
+    device = torch.device(cfg["device"])
+    net = example.make_network(cfg)[0].to(device)
     primer, state_keys = example.carried_state(net)
-    env = make_env(cfg["env"], num_envs=cfg["envs_per_worker"], seed=0, primer=primer)
+    env = make_env(cfg["env"], num_envs=cfg["envs_per_worker"], seed=0, primer=primer,
+                   device=device)
     actor, loss_module, target_updater, optimizer = example.make_learner(
         net, env.action_spec_unbatched, cfg)
     with torch.no_grad():  # the policy's own forward fills the carried state
@@ -119,7 +124,7 @@ def learn(example, cfg: dict, compiled: bool, seconds: float) -> float:
     if cfg["n_steps"] > 1:
         data = MultiStep(gamma=cfg["gamma"], n_steps=cfg["n_steps"])(data)
     data = data[data["collector", "mask"]]
-    buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(data.numel()),
+    buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(data.numel(), device=device),
                                     batch_size=cfg["batch_size"])
     buffer.extend(data.select(*example.replay_keys(state_keys, cfg["n_steps"] > 1)))
     if compiled:
@@ -137,15 +142,24 @@ def learn(example, cfg: dict, compiled: bool, seconds: float) -> float:
 
     for _ in range(3):  # warm-up: compilation, allocator
         update()
+    synchronize(device)
     steps, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         update()
+    synchronize(device)
     return steps / (time.perf_counter() - start)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":  # the clock must not stop while queued kernels still run
+        torch.cuda.synchronize(device)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="cpu", help="the example's preset")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda: the policy's, learner's and "
+                        "replay's device (the example's --device)")
     parser.add_argument("--seconds", type=float, default=180.0, help="the pipeline row's run")
     parser.add_argument("--rows", nargs="*", choices=["collect", "learn", "pipeline"],
                         default=["collect", "learn", "pipeline"],
@@ -155,7 +169,7 @@ def main(argv=None):
     parser.add_argument("example_flags", nargs="*", help="flags of examples/dqn_hrm.py (after --)")
     args = parser.parse_args(argv)
     example = load_example()
-    flags = ["--preset", args.preset, "--device", "cpu", *args.example_flags]
+    flags = ["--preset", args.preset, "--device", args.device, *args.example_flags]
     if args.quick:  # and no compilation, which alone takes longer than the quick rows
         flags += QUICK_FLAGS + ["--no-compile"]
     cfg = example.resolve_config(example.parse_args(flags))
@@ -163,6 +177,7 @@ def main(argv=None):
     # deep supervision takes one optimizer step per segment of each minibatch
     segments = example.make_network(cfg)[0].config.segments if cfg["deep_supervision"] else 1
     steps_per_frame = cfg["updates_per_batch"] * segments / cfg["frames_per_batch"]
+    tag = args.preset if cfg["device"] == "cpu" else f"{args.preset}-{cfg['device']}"
     rows = []
 
     def add(name, **values):
@@ -172,12 +187,12 @@ def main(argv=None):
     wanted = set(args.rows) | ({"collect", "learn"} if "pipeline" in args.rows else set())
     if "collect" in wanted:
         collect_fps = collect(example, cfg, seconds)
-        add(f"collect-{args.preset}", frames_per_second=collect_fps)
+        add(f"collect-{tag}", frames_per_second=collect_fps)
     learn_rates = {}
     variants = [] if "learn" not in wanted else [False] if args.quick else [False, True]
     for compiled in variants:  # eager, compiled
         learn_rates[compiled] = learn(example, cfg, compiled, seconds)
-        add(f"learn-{args.preset}-{'compiled' if compiled else 'eager'}",
+        add(f"learn-{tag}-{'compiled' if compiled else 'eager'}",
             optimizer_steps_per_second=learn_rates[compiled],
             frames_per_second=learn_rates[compiled] / steps_per_frame)
     if "pipeline" in wanted:
@@ -185,7 +200,7 @@ def main(argv=None):
         limit = 1 / (1 / collect_fps + steps_per_frame / learn_sps)
         eval_every = cfg["frames_per_batch"] * (2 if args.quick else 4)
         run = pipeline(flags, 20.0 if args.quick else args.seconds, eval_every)
-        add(f"pipeline-{args.preset}", frames_per_second=run["frames_per_second"],
+        add(f"pipeline-{tag}", frames_per_second=run["frames_per_second"],
             optimizer_steps_per_second=run["optimizer_steps_per_second"],
             limit_frames_per_second=limit, ratio=run["frames_per_second"] / limit)
     if args.json:
