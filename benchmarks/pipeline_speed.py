@@ -87,8 +87,8 @@ def collect(example, cfg: dict, seconds: float) -> float:
     actor, *_ = example.make_learner(net, action_spec, cfg)
     policy = TensorDictSequential(actor, EGreedyModule(action_spec, eps_init=0.5, eps_end=0.5))
     factories = [functools.partial(make_env, cfg["env"], num_envs=cfg["envs_per_worker"],
-                                   seed=1000 * w, primer=primer) for w in range(cfg["workers"])]
-    collector, weight_syncs = example.make_collector(cfg, factories, policy, device)
+                                   primer=primer) for _ in range(cfg["workers"])]
+    collector, weight_syncs = example.make_collector(cfg, factories, policy, device, seed=0)
     frames, start = 0, None
     try:
         for i, data in enumerate(collector):

@@ -228,7 +228,7 @@ def compile_network(net) -> None:
         part.compile()
 
 
-def make_collector(cfg: dict, env_factories: list, policy, device: torch.device):
+def make_collector(cfg: dict, env_factories: list, policy, device: torch.device, seed: int):
     """The collector of the training loop, yielding [workers, mazes, time] frames each round,
     and the weight-sync schemes to shut down after it.
 
@@ -236,6 +236,11 @@ def make_collector(cfg: dict, env_factories: list, policy, device: torch.device)
     ray: TorchRL's RayCollector, one Ray actor per worker running a Collector of its mazes, on
     the cluster at --ray-address (every node needs this package installed) or on a local one.
     Both take fresh weights when the loop calls update_policy_weights_() after its updates.
+    Seeding: MultiSyncCollector.set_seed(seed) gives each worker's mazes and its torch and numpy
+    generators (its exploration) their own seed of one chain, so a run's frames repeat with its
+    seed. Ray runs don't repeat: RayCollector.set_seed would seed only the envs, not the actors'
+    exploration, and may come after their first round, so it is not called and the mazes draw
+    fresh seeds.
     """
     if cfg["collector"] == "multisync":
         # Ours, so that it is shut down while the interpreter still runs: left to its __del__ at
@@ -251,6 +256,7 @@ def make_collector(cfg: dict, env_factories: list, policy, device: torch.device)
             # the collector would cut this process to (threads - workers), i.e. 1 on 2 cores.
             num_threads=torch.get_num_threads(),
         )
+        collector.set_seed(seed)
         return collector, [weight_sync]
     from torchrl.collectors.distributed import RayCollector
 
@@ -420,15 +426,15 @@ def main(argv=None) -> int:
 
     # -- collector, relabeling, n-step returns and replay ----------------------------------------
     env_factories = [
-        functools.partial(make_env, cfg["env"], num_envs=cfg["envs_per_worker"],
-                          seed=cfg["seed"] * 1000 + w * cfg["envs_per_worker"], primer=primer)
-        for w in range(cfg["workers"])
-    ]
+        functools.partial(make_env, cfg["env"], num_envs=cfg["envs_per_worker"], primer=primer)
+        for _ in range(cfg["workers"])
+    ]  # seeded by make_collector (multisync)
     stop = StopRequest()
     # Spawned workers and a local Ray cluster's processes inherit "ignore Ctrl-C": the first
     # Ctrl-C is ours to handle (save, then shut them down).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    collector, weight_syncs = make_collector(cfg, env_factories, policy, device)
+    # A resumed run goes on with new mazes and exploration instead of repeating its first rounds'.
+    collector, weight_syncs = make_collector(cfg, env_factories, policy, device, cfg["seed"] + frames)
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     if cfg["compile"]:  # now that the workers hold their own (eager) copy of the policy

@@ -111,6 +111,21 @@ def test_baselines_train_in_the_same_pipeline(tmp_path, model, extra):
     assert other.returncode != 0 and f"trained with model={model!r}" in other.stderr
 
 
+def test_a_seed_repeats_its_run(tmp_path):
+    # the workers' mazes and exploration are seeded too (MultiSyncCollector.set_seed), so two
+    # runs of one seed collect the same frames, train the same weights and evaluate alike
+    def metrics(name):
+        done = run([*SMALL, "--frames", "256", "--eval-every", "128", "--seed", "5",
+                    "--run-dir", str(tmp_path / name)])
+        assert done.returncode == 0, done.stderr[-3000:]
+        with open(tmp_path / name / "metrics.csv") as f:
+            rows = list(csv.DictReader(f))
+        assert len(rows) == 2 and int(rows[-1]["updates"]) > 0
+        return [{k: v for k, v in row.items() if k != "wall_seconds"} for row in rows]
+
+    assert metrics("first") == metrics("again")
+
+
 def test_runs_that_end_before_any_update_exit(tmp_path):
     # shorter than the warmup: no weights ever reach the workers, and the process still exits
     run_dir = tmp_path / "short"
