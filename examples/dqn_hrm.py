@@ -82,7 +82,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                                    "(default: carry)")
     p.add_argument("--carry-state", default="token", help="hrm: token or full")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (the policy's device)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0,
+                   help="initial weights, replay sampling and (multisync) the workers' mazes and "
+                        "exploration")
     p.add_argument("--run-dir", default=None,
                    help="default: runs/<env>-<preset>-<model>-<carry>-s<seed>")
     p.add_argument("--resume", action="store_true", help="continue from <run-dir>/checkpoints/last.pt")
