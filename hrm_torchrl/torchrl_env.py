@@ -44,7 +44,7 @@ class MazeEnv(EnvBase):
     Examples:
         >>> from hrm_torchrl import MazeEnv
         >>> env = MazeEnv("FourRoomsDoors", num_envs=4, seed=0)
-        >>> # a maze that finishes is reset in place; rollout() would otherwise stop at the first
+        >>> # finished mazes reset in place; by default rollout() stops when the first one finishes
         >>> env.rollout(3, break_when_any_done=False)["next", "observation"].shape
         torch.Size([4, 3, 121])
     """
