@@ -140,7 +140,9 @@ def write_outputs(results: dict, out: Path, title: str) -> None:
             for condition, row in table.items():
                 writer.writerow([run, condition, row["steps"], row["median_kl"], row["mean_kl"]])
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    curves = sum(len(table) for table in results.values())
+    legend_rows = (curves + 1) // 2
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2 + 0.2 * legend_rows))
     for ax, level in zip(axes, ("H", "L")):
         for run, table in results.items():
             for condition, row in table.items():
@@ -159,13 +161,15 @@ def write_outputs(results: dict, out: Path, title: str) -> None:
         ax.set_title(f"z_{level} convergence")
         ax.set_yscale("log")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    # below the plots: inside, the legend of several runs hides their points
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=2, fontsize=7)
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, (0.2 * legend_rows + 0.1) / fig.get_figheight(), 1, 1))
     fig.savefig(out / "convergence.png", dpi=120)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    bars = sum(len(table) for table in divergence.values())
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.6 * bars), 4.2))
     labels, values = [], []
     for run, table in divergence.items():
         for condition, row in table.items():
