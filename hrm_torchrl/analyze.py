@@ -168,8 +168,7 @@ def write_outputs(results: dict, out: Path, title: str) -> None:
     fig.savefig(out / "convergence.png", dpi=120)
     plt.close(fig)
 
-    bars = sum(len(table) for table in divergence.values())
-    fig, ax = plt.subplots(figsize=(max(7.0, 1.6 * bars), 4.2))
+    fig, ax = plt.subplots(figsize=(max(7.0, 1.6 * curves), 4.2))  # a bar per condition
     labels, values = [], []
     for run, table in divergence.items():
         for condition, row in table.items():
