@@ -141,8 +141,8 @@ def write_outputs(results: dict, out: Path, title: str) -> None:
                 writer.writerow([run, condition, row["steps"], row["median_kl"], row["mean_kl"]])
 
     curves = sum(len(table) for table in results.values())
-    legend_rows = (curves + 1) // 2
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2 + 0.2 * legend_rows))
+    legend_height = 0.2 * ((curves + 1) // 2)  # inches: two columns of entries
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2 + legend_height))
     for ax, level in zip(axes, ("H", "L")):
         for run, table in results.items():
             for condition, row in table.items():
@@ -164,7 +164,7 @@ def write_outputs(results: dict, out: Path, title: str) -> None:
     # below the plots: inside, the legend of several runs hides their points
     fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=2, fontsize=7)
     fig.suptitle(title)
-    fig.tight_layout(rect=(0, (0.2 * legend_rows + 0.1) / fig.get_figheight(), 1, 1))
+    fig.tight_layout(rect=(0, (legend_height + 0.1) / fig.get_figheight(), 1, 1))
     fig.savefig(out / "convergence.png", dpi=120)
     plt.close(fig)
 
