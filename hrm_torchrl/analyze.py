@@ -16,7 +16,9 @@ KL(p_final || p_carried), p = softmax(Q), p_carried decoded from the state carri
 before any new computation. KL in that direction reads as the information the carried-in plan
 lacks about the final decision, in nats; it is 0 when carrying already gives the final choice.
 
-Writes convergence.csv/.json, divergence.csv/.json and convergence.png, divergence.png to DIR.
+Writes convergence.csv/.json, divergence.csv/.json and convergence.png, divergence.png to DIR,
+and success_by_distance.json: each run's greedy success by the goal's distance at the start
+(``hrm_torchrl.evaluation.success_by_distance``), which tells a short-sighted agent apart.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import numpy as np
 import torch
 
 from hrm_torchrl.config import HRMConfig
-from hrm_torchrl.evaluation import first_episodes
+from hrm_torchrl.evaluation import first_episodes, success_by_distance
 from hrm_torchrl.module import HRMQValueNet
 
 VARIANTS = {"carry": "Carry Z", "reset": "Reset Z"}
@@ -88,7 +90,9 @@ def condition_table(variant: str, mse_H, mse_L, q_carried, q_final, changed, cou
     return table
 
 
-def analyze_run(net: HRMQValueNet, variant: str, env: str, episodes: int, seed: int) -> dict:
+def analyze_run(net: HRMQValueNet, variant: str, env: str, episodes: int,
+                seed: int) -> tuple[dict, list]:
+    """The run's condition table, and its greedy success by the goal's distance at the start."""
     from torchrl.modules import QValueActor
 
     from hrm_torchrl.torchrl_env import make_env
@@ -105,12 +109,13 @@ def analyze_run(net: HRMQValueNet, variant: str, env: str, episodes: int, seed: 
     counted = in_first & ~data["is_init"].squeeze(-1).numpy()
     diag = data["diagnostics"]
     flat = lambda x: x.reshape(-1, *x.shape[2:]).numpy()  # noqa: E731
-    return condition_table(
+    table = condition_table(
         variant,
         flat(diag["mse_H"]), flat(diag["mse_L"]), flat(diag["q_carried"]),
         flat(diag["q_segments"][..., -1, :]),
         data["env_changed"].squeeze(-1).numpy().reshape(-1), counted.reshape(-1),
     )
+    return table, success_by_distance(scores)
 
 
 def write_outputs(results: dict, out: Path, title: str) -> None:
@@ -199,15 +204,17 @@ def main(argv=None):
         raise SystemExit(f"error: unknown env {args.env!r}; choose one of {list(MAZES)}")
     if args.episodes < 1:
         raise SystemExit(f"error: --episodes must be at least 1, got {args.episodes}")
-    results = {}
+    results, success = {}, {}
     for run in args.runs:
         try:
             net, config = load_agent(run)
         except ValueError as error:
             raise SystemExit(f"error: {error}") from None
         label = f"{Path(run).name} ({VARIANTS[config['carry']]})"
-        results[label] = analyze_run(net, config["carry"], args.env, args.episodes, args.seed)
+        results[label], success[label] = analyze_run(net, config["carry"], args.env,
+                                                     args.episodes, args.seed)
     write_outputs(results, Path(args.out), args.env)
+    (Path(args.out) / "success_by_distance.json").write_text(json.dumps(success, indent=1))
     print(json.dumps({run: {c: {k: r[k] for k in ("steps", "median_kl")} for c, r in t.items()}
                       for run, t in results.items()}, indent=1))
     return results

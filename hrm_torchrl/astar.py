@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+from collections import deque
 
 import numpy as np
 
@@ -46,3 +47,21 @@ def path_length(free: np.ndarray, start, goal) -> int:
     """Steps of the shortest path, or -1 if the goal cannot be reached."""
     path = astar(free, start, goal)
     return -1 if path is None else len(path) - 1
+
+
+def goal_distances(free: np.ndarray, goal: tuple[int, int]) -> np.ndarray:
+    """Steps from every cell to ``goal`` over cells where ``free`` is True, breadth-first from
+    the goal; -1 where the goal cannot be reached (and on cells that are not free)."""
+    rows, cols = free.shape
+    goal = tuple(goal)
+    distance = np.full(free.shape, -1, dtype=np.int64)
+    distance[goal] = 0
+    frontier = deque([goal])
+    while frontier:
+        cell = frontier.popleft()
+        for dr, dc in MOVES:
+            nxt = (cell[0] + dr, cell[1] + dc)
+            if 0 <= nxt[0] < rows and 0 <= nxt[1] < cols and free[nxt] and distance[nxt] < 0:
+                distance[nxt] = distance[cell] + 1
+                frontier.append(nxt)
+    return distance

@@ -45,6 +45,23 @@ def summarize(scores: dict) -> dict:
     }
 
 
+def success_by_distance(scores: dict, edges=(1, 4, 8, 12, 16)) -> list[dict]:
+    """Greedy success of the scored first episodes (``first_episodes``) by how far the goal was
+    at their start: the oracle's steps under the first observation's doors, in bins
+    ``[edges[i], edges[i + 1])`` and ``>= edges[-1]``; a bin ``"blocked"`` holds the episodes
+    whose closed doors cut every path at the start. Empty bins are left out."""
+    from hrm_torchrl.oracle import optimal_actions
+
+    first = scores["rollout"]["observation"][:, 0].cpu().numpy()
+    distance = np.array([optimal_actions(observation)[1] for observation in first])
+    bins = [("blocked", distance < 0)]
+    for low, high in zip(edges, (*edges[1:], None)):
+        name = f"{low}-{high - 1}" if high else f">={low}"
+        bins.append((name, (distance >= low) & (distance < (high or np.inf))))
+    return [{"distance": name, "episodes": int(rows.sum()),
+             "success_rate": float(scores["success"][rows].mean())}
+            for name, rows in bins if rows.any()]
+
 def learning_diagnostics(scores: dict, buffer=None) -> dict:
     """Signs of a collapsed Q-network, from the states of the scored first episodes.
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tensordict.nn import TensorDictModuleBase
 
-from hrm_torchrl.astar import MOVES, astar
+from hrm_torchrl.astar import MOVES, astar, goal_distances
 from hrm_torchrl.evaluation import summarize
 from hrm_torchrl.mazes import AGENT, CLOSED_DOOR, GOAL, SIZE, WALL
 from hrm_torchrl.torchrl_env import ENV_IDS
@@ -40,6 +40,28 @@ def oracle_action(observation) -> int:
     step = (path[1][0] - agent[0], path[1][1] - agent[1])
     return MOVES.index(step)
 
+
+
+def optimal_actions(observation) -> tuple[np.ndarray, int]:
+    """Every action on a shortest path to the goal under the current doors, for one maze
+    observation (11x11 or 121 tokens): ``(actions, distance)``, ``actions`` a [4] bool mask and
+    ``distance`` the steps left. Where no path exists (a closed door blocks them all, or the
+    frame is terminal) the mask is all False and the distance -1: any wait is as good.
+    """
+    grid = np.asarray(observation).reshape(SIZE, SIZE)
+    agent, goal = np.argwhere(grid == AGENT), np.argwhere(grid == GOAL)
+    none = np.zeros(len(MOVES), bool), -1
+    if len(agent) == 0 or len(goal) == 0:
+        return none
+    distance = goal_distances((grid != WALL) & (grid != CLOSED_DOOR), tuple(goal[0]))
+    here = distance[tuple(agent[0])]
+    if here < 0:
+        return none
+    actions = np.zeros(len(MOVES), bool)
+    for action, (dr, dc) in enumerate(MOVES):
+        r, c = agent[0][0] + dr, agent[0][1] + dc
+        actions[action] = 0 <= r < SIZE and 0 <= c < SIZE and distance[r, c] == here - 1
+    return actions, int(here)
 
 class OraclePolicy(TensorDictModuleBase):
     """The A* oracle as a TorchRL policy: reads ``"observation"`` ([..., 121] tokens), writes a

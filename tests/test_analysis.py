@@ -98,6 +98,11 @@ def test_analyze_writes_tables_and_plots(tmp_path):
             assert row["steps"] == 0 or (math.isfinite(row["median_kl"]) and row["median_kl"] >= 0)
     for png in ("convergence.png", "divergence.png"):
         assert (out / png).stat().st_size > 10_000
+    success = json.loads((out / "success_by_distance.json").read_text())
+    assert set(success) == set(results)
+    for bins in success.values():  # FourRoomsDoors: never blocked at the start, goal >= 1 away
+        assert sum(b["episodes"] for b in bins) == 6 and "blocked" not in [b["distance"] for b in bins]
+        assert all(0 <= b["success_rate"] <= 1 for b in bins)
 
 
 def test_plot_runs(tmp_path, capsys):

@@ -55,3 +55,33 @@ def test_pipeline_speed_quick(tmp_path):
     ratio = pipeline["optimizer_steps_per_second"] / pipeline["frames_per_second"]
     assert abs(ratio - 2 / 64) < 1e-6
     assert abs(pipeline["ratio"] - pipeline["frames_per_second"] / pipeline["limit_frames_per_second"]) < 1e-9
+
+
+def test_imitation_quick(tmp_path):
+    out = tmp_path / "imitation.json"
+    imitation = load("imitation")
+    result = imitation.main(["--quick", "--json", str(out)])
+    written = json.loads(out.read_text())["rows"]
+    assert [row["accuracy"] for row in written] == [row["accuracy"] for row in result["rows"]]
+    assert result["network"]["segments"] == 2 and result["states"] == 256  # the cpu preset's HRM
+    assert [row["optimizer_steps"] for row in result["rows"]] == [2, 4]
+    for row in result["rows"]:
+        assert row["samples"] == row["optimizer_steps"] * result["batch_size"]
+        assert 0 <= row["accuracy"] <= 1 and 0 <= row["success_rate"] <= 1
+        assert row["loss"] > 0 and row["seconds"] > 0
+        assert sum(b["episodes"] for b in row["success_by_distance"]) == 4  # --eval-episodes
+
+
+def test_imitation_loss_and_bad_networks():
+    import pytest
+    import torch
+
+    imitation = load("imitation")
+    q = torch.zeros(2, 4)
+    optimal = torch.tensor([[True, True, False, False], [False, False, False, True]])
+    # uniform Q: P(optimal) = 1/2 and 1/4
+    expected = -(torch.log(torch.tensor(0.5)) + torch.log(torch.tensor(0.25))) / 2
+    assert torch.isclose(imitation.imitation_loss(q, optimal), expected)
+    for flags in (["--model", "lstm"], ["--carry", "carry"]):
+        with pytest.raises(SystemExit, match="must not carry state"):
+            imitation.main(["--quick", "--", *flags])

@@ -9,7 +9,7 @@ import torch
 from torchrl.envs.utils import check_env_specs
 
 import hrm_torchrl
-from hrm_torchrl.astar import MOVES, astar
+from hrm_torchrl.astar import MOVES, astar, path_length
 from hrm_torchrl.mazes import (
     AGENT,
     BUMP_PENALTY,
@@ -21,7 +21,7 @@ from hrm_torchrl.mazes import (
     DynamicMaze,
     FourRoomsDoors,
 )
-from hrm_torchrl.oracle import OraclePolicy, episode_stats, oracle_action
+from hrm_torchrl.oracle import OraclePolicy, episode_stats, optimal_actions, oracle_action
 
 IDS = ["HRM-FourRoomsDoors-v0", "HRM-DynamicMaze-v0"]
 
@@ -290,6 +290,30 @@ def test_oracle_on_dynamic_maze_and_its_waiting():
     assert not (0 <= target[0] < 11 and 0 <= target[1] < 11) or grid[target] != ord(".")
 
 
+
+def test_optimal_actions_are_the_shortest_path_moves(walks):
+    """Checked against A* from each neighbour, on the random walks' DynamicMaze states."""
+    blocked = branching = 0
+    for obs, *_ in walks[IDS[1]][:1500]:
+        actions, distance = optimal_actions(obs.reshape(-1))  # the TorchRL envs' 121 tokens
+        free = (obs != WALL) & (obs != CLOSED_DOOR)
+        agent, goal = tuple(np.argwhere(obs == AGENT)[0]), tuple(np.argwhere(obs == GOAL)[0])
+        assert distance == path_length(free, agent, goal)
+        if distance < 0:
+            blocked += 1
+            assert not actions.any()
+            continue
+        for action, (dr, dc) in enumerate(MOVES):
+            cell = (agent[0] + dr, agent[1] + dc)
+            inside = 0 <= cell[0] < 11 and 0 <= cell[1] < 11 and free[cell]
+            shortest = inside and path_length(free, cell, goal) == distance - 1
+            assert actions[action] == shortest
+        assert actions[oracle_action(obs)]
+        branching += actions.sum() > 1
+    assert blocked > 0 and branching > 0  # both cases were met
+    done = np.full((11, 11), ord("."), np.uint8)  # a terminal frame: no agent, no goal drawn
+    assert optimal_actions(done)[1] == -1
+
 @pytest.mark.parametrize("num_envs", [1, 8])
 @pytest.mark.parametrize("name", hrm_torchrl.MAZES)
 def test_torchrl_env_specs(name, num_envs):
@@ -328,3 +352,23 @@ def test_first_episodes_reuses_one_env_and_matches_the_gymnasium_oracle():
     # the same seeds through gymnasium give the same episodes
     stats = episode_stats(gym.make(IDS[0]), oracle_action, episodes=12, seed=40)
     assert stats["mean_episode_length"] == pytest.approx(first["length"].mean())
+
+
+def test_success_by_distance_bins_the_start_distance():
+    from tensordict import TensorDict
+
+    from hrm_torchrl.evaluation import success_by_distance
+
+    def maze(goal, closed=()):
+        grid = np.full((11, 11), ord("."), np.uint8)
+        grid[0, 0], grid[goal] = AGENT, GOAL
+        for cell in closed:
+            grid[cell] = CLOSED_DOOR
+        return grid.reshape(-1)
+
+    starts = [maze((0, 2)), maze((0, 3)), maze((10, 10)), maze((5, 5), closed=[(0, 1), (1, 0)])]
+    observation = torch.tensor(np.stack(starts))[:, None].expand(4, 3, 121)  # 3 steps each
+    scores = {"rollout": TensorDict({"observation": observation}, [4, 3]),
+              "success": np.array([True, False, True, False])}
+    bins = {b["distance"]: (b["episodes"], b["success_rate"]) for b in success_by_distance(scores)}
+    assert bins == {"blocked": (1, 0.0), "1-3": (2, 0.5), ">=16": (1, 1.0)}  # 2, 3 and 20 steps
