@@ -181,7 +181,7 @@ def evaluate(net, actor, eval_env, held_out, seed, step, batch_size, seconds, lo
     accuracy_all, accuracy_far = accuracy(net, held_out)
     scores = first_episodes(actor, eval_env, seed)
     summary = summarize(scores)
-    return {"optimizer_steps": step, "samples": step * batch_size, "seconds": round(seconds, 1),
+    return {"optimizer_steps": step, "samples": step * batch_size, "seconds": seconds,
             "loss": loss, "accuracy": accuracy_all, "accuracy_far": accuracy_far,
             "success_rate": summary["success_rate"],
             "mean_success_length": summary["mean_success_length"],

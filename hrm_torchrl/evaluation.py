@@ -62,6 +62,7 @@ def success_by_distance(scores: dict, edges=(1, 4, 8, 12, 16)) -> list[dict]:
              "success_rate": float(scores["success"][rows].mean())}
             for name, rows in bins if rows.any()]
 
+
 def learning_diagnostics(scores: dict, buffer=None) -> dict:
     """Signs of a collapsed Q-network, from the states of the scored first episodes.
 

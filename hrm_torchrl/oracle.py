@@ -41,7 +41,6 @@ def oracle_action(observation) -> int:
     return MOVES.index(step)
 
 
-
 def optimal_actions(observation) -> tuple[np.ndarray, int]:
     """Every action on a shortest path to the goal under the current doors, for one maze
     observation (11x11 or 121 tokens): ``(actions, distance)``, ``actions`` a [4] bool mask and

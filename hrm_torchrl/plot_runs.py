@@ -109,8 +109,8 @@ def plot(runs: list[Path], out: Path) -> None:
         ax.set(xlabel=xlabel, ylabel="greedy success rate", ylim=(0, 1.02))
         for threshold in (0.8, 0.9):
             ax.axhline(threshold, color="0.8", linewidth=0.8, zorder=0)
-    if any(ax.get_xlim()[1] > 1e5 for ax in (ax_frames, ax_steps)):
-        for ax in (ax_frames, ax_steps):
+    for ax in (ax_frames, ax_steps):  # each on its own: steps run ~16-64x fewer than frames
+        if ax.get_xlim()[1] > 1e5:
             ax.set_xscale("symlog", linthresh=1e5)
             ax.set_xlim(left=0)
     ax_frames.set_title("Goal reached against frames")
