@@ -110,6 +110,8 @@ def main(argv=None):
         if getattr(args, name) < 1:
             raise SystemExit(f"error: --{name.replace('_', '-')} must be at least 1, "
                              f"got {getattr(args, name)}")
+    if args.steps < 0:
+        raise SystemExit(f"error: --steps must be 0 (no limit) or more, got {args.steps}")
     if args.minutes <= 0 and args.steps < 1:
         raise SystemExit("error: give --minutes > 0 or --steps >= 1, or training never ends")
 

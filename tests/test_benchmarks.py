@@ -85,3 +85,7 @@ def test_imitation_loss_and_bad_networks():
     for flags in (["--model", "lstm"], ["--carry", "carry"]):
         with pytest.raises(SystemExit, match="must not carry state"):
             imitation.main(["--quick", "--", *flags])
+    with pytest.raises(SystemExit, match="--steps must be 0 .no limit. or more, got -1"):
+        imitation.main(["--steps", "-1"])
+    with pytest.raises(SystemExit, match="training never ends"):
+        imitation.main(["--minutes", "0"])
