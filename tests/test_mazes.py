@@ -290,7 +290,6 @@ def test_oracle_on_dynamic_maze_and_its_waiting():
     assert not (0 <= target[0] < 11 and 0 <= target[1] < 11) or grid[target] != ord(".")
 
 
-
 def test_optimal_actions_are_the_shortest_path_moves(walks):
     """Checked against A* from each neighbour, on the random walks' DynamicMaze states."""
     blocked = branching = 0
@@ -313,6 +312,7 @@ def test_optimal_actions_are_the_shortest_path_moves(walks):
     assert blocked > 0 and branching > 0  # both cases were met
     done = np.full((11, 11), ord("."), np.uint8)  # a terminal frame: no agent, no goal drawn
     assert optimal_actions(done)[1] == -1
+
 
 @pytest.mark.parametrize("num_envs", [1, 8])
 @pytest.mark.parametrize("name", hrm_torchrl.MAZES)
