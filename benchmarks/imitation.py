@@ -15,10 +15,10 @@ betas), the minibatch size, gradient clipping and torch.compile are the example'
 and the flags after ``--``; the HRM runs Reset Z, as the oracle's policy needs no memory.
 
 Rows, every --eval-every optimizer steps (seconds: training only, compile included, evaluation
-not): the minibatch loss, the held-out accuracy (the greedy
-action is optimal; over all states and over those >= 8 steps from the goal) and greedy success on
-the example's evaluation mazes (its EVAL_SEED and --eval-episodes), as in its metrics.csv, also by
-the goal's distance at the start (``hrm_torchrl.evaluation.success_by_distance``).
+not): the minibatch loss, the held-out accuracy (the greedy action is optimal; over all states and
+over those >= 8 steps from the goal) and greedy success on the example's evaluation mazes (its
+EVAL_SEED and --eval-episodes), as in its metrics.csv, also by the goal's distance at the start
+(``hrm_torchrl.evaluation.success_by_distance``).
 """
 
 from __future__ import annotations
@@ -149,7 +149,7 @@ def main(argv=None):
     try:
         while not ((args.steps and step >= args.steps)
                    or (args.minutes > 0 and seconds >= 60 * args.minutes)):
-            started = time.perf_counter()
+            step_started = time.perf_counter()
             batch = train[torch.randint(len(train), (cfg["batch_size"],), generator=generator)]
             loss_value = imitation_loss(net(batch.select("observation"))["action_value"],
                                         batch["optimal"])
@@ -158,7 +158,7 @@ def main(argv=None):
             torch.nn.utils.clip_grad_norm_(net.parameters(), cfg["grad_clip"])
             optimizer.step()
             step, loss = step + 1, float(loss_value.detach())
-            seconds += time.perf_counter() - started
+            seconds += time.perf_counter() - step_started
             bar.update()
             if step % args.eval_every == 0:
                 rows.append(evaluate(net, actor, eval_env, held_out, example.EVAL_SEED, step,

@@ -21,14 +21,23 @@ from hrm_torchrl.mazes import AGENT, CLOSED_DOOR, GOAL, SIZE, WALL
 from hrm_torchrl.torchrl_env import ENV_IDS
 
 
-def oracle_action(observation) -> int:
-    """The A* action for one maze observation (11x11 or 121 tokens of ASCII codes)."""
+def read_maze(observation):
+    """``(agent, goal, free)`` of one maze observation (11x11 or 121 tokens of ASCII codes):
+    the two cells and the [11, 11] mask of cells passable under the current doors; None for a
+    terminal frame, where the agent stands on the goal and neither is drawn."""
     grid = np.asarray(observation).reshape(SIZE, SIZE)
     agent, goal = np.argwhere(grid == AGENT), np.argwhere(grid == GOAL)
-    if len(agent) == 0 or len(goal) == 0:  # a terminal frame: the agent stands on the goal
+    if len(agent) == 0 or len(goal) == 0:
+        return None
+    return tuple(agent[0]), tuple(goal[0]), (grid != WALL) & (grid != CLOSED_DOOR)
+
+
+def oracle_action(observation) -> int:
+    """The A* action for one maze observation (11x11 or 121 tokens of ASCII codes)."""
+    maze = read_maze(observation)
+    if maze is None:
         return 0
-    agent, goal = tuple(agent[0]), tuple(goal[0])
-    free = (grid != WALL) & (grid != CLOSED_DOOR)
+    agent, goal, free = maze
     path = astar(free, agent, goal)
     if path is None:
         # No path under the current doors: bump into a wall or closed door, i.e. wait.
@@ -47,20 +56,20 @@ def optimal_actions(observation) -> tuple[np.ndarray, int]:
     ``distance`` the steps left. Where no path exists (a closed door blocks them all, or the
     frame is terminal) the mask is all False and the distance -1: any wait is as good.
     """
-    grid = np.asarray(observation).reshape(SIZE, SIZE)
-    agent, goal = np.argwhere(grid == AGENT), np.argwhere(grid == GOAL)
-    none = np.zeros(len(MOVES), bool), -1
-    if len(agent) == 0 or len(goal) == 0:
-        return none
-    distance = goal_distances((grid != WALL) & (grid != CLOSED_DOOR), tuple(goal[0]))
-    here = distance[tuple(agent[0])]
-    if here < 0:
-        return none
     actions = np.zeros(len(MOVES), bool)
+    maze = read_maze(observation)
+    if maze is None:
+        return actions, -1
+    agent, goal, free = maze
+    distance = goal_distances(free, goal)
+    here = int(distance[agent])
+    if here < 0:
+        return actions, -1
     for action, (dr, dc) in enumerate(MOVES):
-        r, c = agent[0][0] + dr, agent[0][1] + dc
+        r, c = agent[0] + dr, agent[1] + dc
         actions[action] = 0 <= r < SIZE and 0 <= c < SIZE and distance[r, c] == here - 1
-    return actions, int(here)
+    return actions, here
+
 
 class OraclePolicy(TensorDictModuleBase):
     """The A* oracle as a TorchRL policy: reads ``"observation"`` ([..., 121] tokens), writes a
