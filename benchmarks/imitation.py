@@ -4,19 +4,22 @@ greedy success beside it at equal minibatch passes says whether the RL or the ne
 part.
 
     python benchmarks/imitation.py [--env DynamicMaze] [--minutes 6] [--states 200000]
-        [--json FILE] [-- EXAMPLE_FLAGS]   # e.g. -- --model mlp, or -- --segments 4
+        [--data FILE] [--json FILE] [-- EXAMPLE_FLAGS]   # e.g. -- --model mlp, or -- --hrm patch=1
 
 Data: the states the oracle visits while acting epsilon-greedily (eps 0.3, so that states off its
 paths appear too), each labelled with every action on a shortest path under the current doors
 (``hrm_torchrl.oracle.optimal_actions``); states where closed doors block every path are left out.
-The held-out states come from other mazes. Loss: minus the log of the probability that softmax(Q)
-puts on the optimal actions. The network, the optimizer (AdamW with the preset's groups, lr and
-betas), the minibatch size, gradient clipping and torch.compile are the example's, from its preset
-and the flags after ``--``; the HRM runs Reset Z, as the oracle's policy needs no memory.
+The held-out states come from other mazes. Labelling takes minutes (A* in Python), so ``--data``
+keeps the states in a file that later runs with the same --env, --states, --held-out and --seed
+load. Loss: minus the log of the probability that softmax(Q) puts on the optimal actions. The
+network, the optimizer (AdamW with the preset's groups, lr and betas), the minibatch size,
+gradient clipping, deep supervision (one optimizer step per segment) and torch.compile are the
+example's, from its preset and the flags after ``--``; the HRM runs Reset Z, as the oracle's
+policy needs no memory.
 
-Rows, every --eval-every optimizer steps (seconds: training only, compile included, evaluation
-not): the minibatch loss, the held-out accuracy (the greedy action is optimal; over all states and
-over those >= 8 steps from the goal) and greedy success on the example's evaluation mazes (its
+Rows, every --eval-every minibatches (seconds: training only, compile included, evaluation not):
+the minibatch loss, the held-out accuracy (the greedy action is optimal; over all states and over
+those >= 8 steps from the goal) and greedy success on the example's evaluation mazes (its
 EVAL_SEED and --eval-episodes), as in its metrics.csv, also by the goal's distance at the start
 (``hrm_torchrl.evaluation.success_by_distance``).
 """
@@ -71,6 +74,27 @@ def oracle_states(env_name: str, states: int, seed: int, eps: float = 0.3,
     return torch.cat(kept)[:states]
 
 
+def load_or_collect(path: str | None, env_name: str, states: int, held_out: int,
+                    seed: int) -> tuple[TensorDict, TensorDict]:
+    """The training and held-out states: from ``path`` when it exists (made with the same
+    arguments), else collected, and saved there when ``path`` is given."""
+    key = {"env": env_name, "states": states, "held_out": held_out, "seed": seed}
+    if path and Path(path).exists():
+        saved = torch.load(path, weights_only=False)
+        if saved.get("key") != key:
+            raise SystemExit(f"error: {path} holds states for {saved.get('key')}, this run asks "
+                             f"for {key}; give another --data file")
+        return saved["train"], saved["held_out"]
+    started = time.perf_counter()
+    train = oracle_states(env_name, states, seed=seed)
+    held = oracle_states(env_name, held_out, seed=seed + 1_000_000)
+    tqdm.write(f"{len(train)} + {len(held)} oracle states in {time.perf_counter() - started:.0f} s")
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        torch.save({"key": key, "train": train, "held_out": held}, path)
+    return train, held
+
+
 def imitation_loss(action_value: torch.Tensor, optimal: torch.Tensor) -> torch.Tensor:
     """-log P(optimal actions) under softmax(Q), averaged over the batch."""
     log_p = torch.log_softmax(action_value.float(), -1)
@@ -95,9 +119,10 @@ def main(argv=None):
     parser.add_argument("--states", type=int, default=200_000, help="training states")
     parser.add_argument("--held-out", type=int, default=5_000, help="held-out states")
     parser.add_argument("--minutes", type=float, default=6.0, help="training time, compile included")
-    parser.add_argument("--steps", type=int, default=0, help="optimizer steps; 0: no limit")
-    parser.add_argument("--eval-every", type=int, default=500, help="optimizer steps between rows")
+    parser.add_argument("--steps", type=int, default=0, help="minibatches; 0: no limit")
+    parser.add_argument("--eval-every", type=int, default=500, help="minibatches between rows")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data", help="load the labelled states from this file, or save them there")
     parser.add_argument("--json", help="write the rows here")
     parser.add_argument("--quick", action="store_true", help="a tiny run (the tests use it)")
     parser.add_argument("example_flags", nargs="*", help="after --: the example's flags")
@@ -129,11 +154,8 @@ def main(argv=None):
         torch.set_num_threads(cfg["threads"])
     torch.manual_seed(args.seed)
 
-    started = time.perf_counter()
-    train = oracle_states(args.env, args.states, seed=args.seed)
-    held_out = oracle_states(args.env, args.held_out, seed=args.seed + 1_000_000)
-    tqdm.write(f"{len(train)} + {len(held_out)} oracle states in "
-               f"{time.perf_counter() - started:.0f} s; mean distance {train['distance'].float().mean():.1f}")
+    train, held_out = load_or_collect(args.data, args.env, args.states, args.held_out, args.seed)
+    tqdm.write(f"mean distance to the goal {train['distance'].float().mean():.1f}")
 
     net, description = example.make_network(cfg)
     optimizer = example.make_optimizer(net, cfg)
@@ -143,33 +165,34 @@ def main(argv=None):
     eval_env = make_env(args.env, num_envs=cfg["eval_episodes"], primer=primer)
     actor = QValueActor(net, spec=eval_env.action_spec_unbatched)
 
-    rows, step, loss, seconds = [], 0, float("nan"), 0.0  # seconds: training only, not evaluating
+    # seconds: training only, not evaluating; --steps and --eval-every count minibatches
+    rows, minibatches, optimizer_steps, loss, seconds = [], 0, 0, float("nan"), 0.0
     generator = torch.Generator().manual_seed(args.seed)
-    bar = tqdm(total=args.steps or None, unit="step")
+
+    def row() -> dict:
+        return evaluate(net, actor, eval_env, held_out, example.EVAL_SEED) | {
+            "minibatches": minibatches, "optimizer_steps": optimizer_steps,
+            "samples": minibatches * cfg["batch_size"], "seconds": seconds, "loss": loss}
+
+    bar = tqdm(total=args.steps or None, unit="minibatch")
     try:
-        while not ((args.steps and step >= args.steps)
+        while not ((args.steps and minibatches >= args.steps)
                    or (args.minutes > 0 and seconds >= 60 * args.minutes)):
-            step_started = time.perf_counter()
+            started = time.perf_counter()
             batch = train[torch.randint(len(train), (cfg["batch_size"],), generator=generator)]
-            loss_value = imitation_loss(net(batch.select("observation"))["action_value"],
-                                        batch["optimal"])
-            optimizer.zero_grad()
-            loss_value.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg["grad_clip"])
-            optimizer.step()
-            step, loss = step + 1, float(loss_value.detach())
-            seconds += time.perf_counter() - step_started
+            loss, steps = train_minibatch(net, batch, optimizer, cfg["grad_clip"],
+                                          cfg["deep_supervision"])
+            minibatches, optimizer_steps = minibatches + 1, optimizer_steps + steps
+            seconds += time.perf_counter() - started
             bar.update()
-            if step % args.eval_every == 0:
-                rows.append(evaluate(net, actor, eval_env, held_out, example.EVAL_SEED, step,
-                                     cfg["batch_size"], seconds, loss))
+            if minibatches % args.eval_every == 0:
+                rows.append(row())
                 bar.set_postfix(accuracy=rows[-1]["accuracy"], success=rows[-1]["success_rate"])
     except KeyboardInterrupt:
         tqdm.write("interrupted: the rows so far follow")
     bar.close()
-    if not rows or rows[-1]["optimizer_steps"] != step:
-        rows.append(evaluate(net, actor, eval_env, held_out, example.EVAL_SEED, step,
-                             cfg["batch_size"], seconds, loss))
+    if not rows or rows[-1]["minibatches"] != minibatches:
+        rows.append(row())
     eval_env.close()
     result = {"env": args.env, "preset": cfg["preset"], "network": description,
               "batch_size": cfg["batch_size"], "states": len(train), "rows": rows}
@@ -179,12 +202,32 @@ def main(argv=None):
     return result
 
 
-def evaluate(net, actor, eval_env, held_out, seed, step, batch_size, seconds, loss) -> dict:
+def train_minibatch(net, batch: TensorDict, optimizer, grad_clip: float,
+                    deep_supervision: bool) -> tuple[float, int]:
+    """Trains on one minibatch, as the example's minibatch_update with the imitation loss in
+    place of DQN's: one optimizer step, or with deep supervision one per segment, each segment
+    starting from the previous one's detached state. Returns the last loss and the steps taken."""
+    observations = batch.select("observation")
+    if deep_supervision:
+        q_values = net.supervision_segments(observations)
+    else:
+        q_values = [net(observations)["action_value"]]
+    steps = 0
+    for q in q_values:
+        loss = imitation_loss(q, batch["optimal"])
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
+        optimizer.step()
+        steps += 1
+    return float(loss.detach()), steps
+
+
+def evaluate(net, actor, eval_env, held_out, seed) -> dict:
     accuracy_all, accuracy_far = accuracy(net, held_out)
     scores = first_episodes(actor, eval_env, seed)
     summary = summarize(scores)
-    return {"optimizer_steps": step, "samples": step * batch_size, "seconds": seconds,
-            "loss": loss, "accuracy": accuracy_all, "accuracy_far": accuracy_far,
+    return {"accuracy": accuracy_all, "accuracy_far": accuracy_far,
             "success_rate": summary["success_rate"],
             "mean_success_length": summary["mean_success_length"],
             "success_by_distance": success_by_distance(scores)}

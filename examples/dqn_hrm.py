@@ -93,6 +93,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "plain DQNLoss updates")
     p.add_argument("--segments", type=int,
                    help="hrm: segments per environment step (default: the HRM preset's)")
+    p.add_argument("--hrm", action="append", default=[], metavar="FIELD=VALUE",
+                   help="hrm: override a field of the preset's HRMConfig, e.g. --hrm patch=1 "
+                        "--hrm positions=rope (repeatable)")
     # Preset values; None keeps the preset's.
     p.add_argument("--hindsight", type=int,
                    help="relabeled copies per collected frame (hindsight goals; 0: off)")
@@ -154,8 +157,8 @@ def resolve_config(args: argparse.Namespace) -> dict:
         raise SystemExit("error: --collector ray needs Ray, an optional extra: pip install -e '.[ray]'")
     if args.device not in ("auto", "cpu", "cuda"):
         raise SystemExit(f"error: unknown --device {args.device!r}; choose auto, cpu or cuda")
-    if cfg["model"] != "hrm" and (args.segments is not None or args.deep_supervision):
-        raise SystemExit("error: --segments and --deep-supervision apply to --model hrm only")
+    if cfg["model"] != "hrm" and (args.segments is not None or args.deep_supervision or args.hrm):
+        raise SystemExit("error: --segments, --hrm and --deep-supervision apply to --model hrm only")
     if args.eps_frames is not None and args.eps_updates is not None:
         raise SystemExit("error: give --eps-frames or --eps-updates, not both")
     if args.eps_frames is not None:
@@ -169,9 +172,15 @@ def resolve_config(args: argparse.Namespace) -> dict:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda but torch sees no CUDA device")
+    try:
+        hrm_overrides = HRMConfig.parse_overrides(args.hrm)
+    except ValueError as error:
+        raise SystemExit(f"error: --hrm: {error}") from None
+    if "segments" in hrm_overrides:
+        raise SystemExit("error: give the segments with --segments, not --hrm segments=...")
     cfg.update(env=args.env, preset=args.preset, carry=carry, carry_state=args.carry_state,
-               device=device, seed=args.seed, segments=args.segments, collector=args.collector,
-               ray_address=args.ray_address)
+               device=device, seed=args.seed, segments=args.segments, hrm_overrides=hrm_overrides,
+               collector=args.collector, ray_address=args.ray_address)
     for key in ("frames", "workers", "envs_per_worker", "frames_per_batch", "batch_size",
                 "buffer_size", "updates_per_batch", "eval_episodes", "eval_every", "n_steps",
                 "segments", "eps_frames", "eps_updates"):
@@ -193,14 +202,26 @@ def resolve_config(args: argparse.Namespace) -> dict:
         raise SystemExit(f"error: --target-eps must lie in [0, 1), got {cfg['target_eps']}")
     if not 0 <= cfg["eps_end"] <= cfg["eps_init"]:
         raise SystemExit(f"error: --eps-end must lie in [0, {cfg['eps_init']}], got {cfg['eps_end']}")
+    if cfg["model"] == "hrm":
+        try:
+            hrm_config(cfg)
+        except ValueError as error:
+            raise SystemExit(f"error: --hrm: {error}") from None
     return cfg
+
+
+def hrm_config(cfg: dict) -> HRMConfig:
+    """The preset's HRMConfig with --segments and --hrm applied."""
+    overrides = dict(cfg["hrm_overrides"])
+    if cfg["segments"]:
+        overrides["segments"] = cfg["segments"]
+    return HRMConfig.preset(cfg["hrm_config"], **overrides)
 
 
 def make_network(cfg: dict):
     """The Q-network and the description a checkpoint keeps of it."""
     if cfg["model"] == "hrm":
-        overrides = {"segments": cfg["segments"]} if cfg["segments"] else {}
-        config = HRMConfig.preset(cfg["hrm_config"], **overrides)
+        config = hrm_config(cfg)
         net = HRMQValueNet(config, n_actions=4, carry=cfg["carry"], carry_state=cfg["carry_state"])
         return net, dataclasses.asdict(config)
     if cfg["model"] == "mlp":

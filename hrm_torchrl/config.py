@@ -104,6 +104,33 @@ class HRMConfig:
             raise ValueError(f"unknown HRM preset {name!r}; choose one of {sorted(presets)}")
         return presets[name](**overrides)
 
+    @classmethod
+    def parse_overrides(cls, items: list[str]) -> dict:
+        """``["patch=1", "positions=rope", "grid_shape=11,11"]`` -> keyword overrides, each value
+        converted to its field's type; an unknown field or a value of the wrong type is a
+        ValueError naming it."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        overrides = {}
+        for item in items:
+            name, sep, text = item.partition("=")
+            if not sep:
+                raise ValueError(f"HRMConfig override {item!r} is not of the form field=value")
+            if name not in fields:
+                raise ValueError(f"unknown HRMConfig field {name!r}; known: {sorted(fields)}")
+            default = fields[name].default
+            try:
+                if name == "grid_shape":
+                    value = tuple(int(v) for v in text.split(","))
+                elif isinstance(default, str):
+                    value = text
+                else:
+                    value = type(default)(text)
+            except ValueError:
+                kind = "rows,cols" if name == "grid_shape" else type(default).__name__
+                raise ValueError(f"HRMConfig.{name} takes {kind}, got {text!r}") from None
+            overrides[name] = value
+        return overrides
+
     @property
     def head_dim(self) -> int:
         return self.hidden // self.heads

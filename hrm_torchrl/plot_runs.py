@@ -42,7 +42,10 @@ def read_run(run: Path) -> tuple[str, dict, dict]:
     config_file = run / "config.json"
     if config_file.exists():
         config = json.loads(config_file.read_text())
-        parts = [config.get("model", "hrm"), config["env"], config["preset"], config["carry"]]
+        carry = config["carry"]
+        if config.get("carry_state") == "full" and carry != "none":
+            carry += " (full z)"
+        parts = [config.get("model", "hrm"), config["env"], config["preset"], carry]
         if "hindsight" in config:
             parts.append(f"hindsight {config['hindsight']}" if config["hindsight"] else "no hindsight")
         label = f"{run.name} ({', '.join(parts)})"

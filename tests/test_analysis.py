@@ -12,6 +12,7 @@ from hrm_torchrl import HRMConfig, HRMQValueNet
 from hrm_torchrl.analyze import condition_table, load_agent
 from hrm_torchrl.analyze import main as analyze_main
 from hrm_torchrl.plot_runs import main as plot_main
+from hrm_torchrl.plot_runs import read_run
 
 TINY = dict(hidden=16, heads=2, H_layers=1, L_layers=1, H_cycles=1, L_cycles=1, segments=3)
 
@@ -118,3 +119,11 @@ def test_plot_runs(tmp_path, capsys):
     assert row_a.endswith("| 60.0% |") and row_b.count("not reached") == 3
     with pytest.raises(SystemExit, match="holds no metrics.csv"):
         plot_main([str(tmp_path), "--out", str(out)])
+
+
+def test_run_labels_say_what_is_carried(tmp_path):
+    run = fake_run(tmp_path, "full", "carry")
+    assert read_run(run)[0] == "full (hrm, FourRoomsDoors, cpu, carry)"
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "carry_state": "full", "hindsight": 1}))
+    assert read_run(run)[0] == "full (hrm, FourRoomsDoors, cpu, carry (full z), hindsight 1)"

@@ -4,6 +4,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -57,23 +59,36 @@ def test_pipeline_speed_quick(tmp_path):
     assert abs(pipeline["ratio"] - pipeline["frames_per_second"] / pipeline["limit_frames_per_second"]) < 1e-9
 
 
-def test_imitation_quick(tmp_path):
-    out = tmp_path / "imitation.json"
+def test_imitation_quick(tmp_path, monkeypatch):
+    out, data = tmp_path / "imitation.json", tmp_path / "states.pt"
     imitation = load("imitation")
-    result = imitation.main(["--quick", "--json", str(out)])
+    result = imitation.main(["--quick", "--json", str(out), "--data", str(data)])
     written = json.loads(out.read_text())["rows"]
     assert [row["accuracy"] for row in written] == [row["accuracy"] for row in result["rows"]]
     assert result["network"]["segments"] == 2 and result["states"] == 256  # the cpu preset's HRM
-    assert [row["optimizer_steps"] for row in result["rows"]] == [2, 4]
+    assert [row["minibatches"] for row in result["rows"]] == [2, 4]
     for row in result["rows"]:
-        assert row["samples"] == row["optimizer_steps"] * result["batch_size"]
+        assert row["optimizer_steps"] == row["minibatches"]  # one step per minibatch
+        assert row["samples"] == row["minibatches"] * result["batch_size"]
         assert 0 <= row["accuracy"] <= 1 and 0 <= row["success_rate"] <= 1
         assert row["loss"] > 0 and row["seconds"] > 0
         assert sum(b["episodes"] for b in row["success_by_distance"]) == 4  # --eval-episodes
 
+    # a second run loads the labelled states from --data instead of collecting them again
+    def collect(*args, **kwargs):
+        raise AssertionError("collected although --data holds the states")
+
+    monkeypatch.setattr(imitation, "oracle_states", collect)
+    cells = imitation.main(["--quick", "--data", str(data), "--", "--hrm", "patch=1",
+                            "--segments", "3", "--deep-supervision"])
+    assert cells["network"]["patch"] == 1 and cells["states"] == 256
+    # deep supervision: an optimizer step per segment
+    assert [(row["minibatches"], row["optimizer_steps"]) for row in cells["rows"]] == [(2, 6), (4, 12)]
+    with pytest.raises(SystemExit, match="holds states for .*'seed': 0.*asks for .*'seed': 1"):
+        imitation.main(["--quick", "--data", str(data), "--seed", "1"])
+
 
 def test_imitation_loss_and_bad_networks():
-    import pytest
     import torch
 
     imitation = load("imitation")

@@ -221,7 +221,13 @@ def test_stop_signal_saves_and_leaves_no_worker(tmp_path, collector, signum):
         (["--segments", "0"], "--segments must be at least 1, got 0"),
         (["--model", "gpt"], "unknown --model 'gpt'; choose one of \\['hrm', 'mlp', 'lstm'\\]"),
         (["--model", "mlp", "--carry", "reset"], "--carry applies to hrm and lstm"),
-        (["--model", "lstm", "--segments", "2"], "--segments and --deep-supervision apply to"),
+        (["--model", "lstm", "--segments", "2"], "--segments, --hrm and --deep-supervision apply to"),
+        (["--model", "mlp", "--hrm", "patch=1"], "--segments, --hrm and --deep-supervision apply to"),
+        (["--hrm", "patch"], "--hrm: HRMConfig override 'patch' is not of the form field=value"),
+        (["--hrm", "pach=1"], "--hrm: unknown HRMConfig field 'pach'"),
+        (["--hrm", "patch=two"], "--hrm: HRMConfig.patch takes int, got 'two'"),
+        (["--hrm", "heads=3"], "--hrm: HRMConfig.hidden \\(64\\) must be divisible by heads \\(3\\)"),
+        (["--hrm", "segments=4"], "give the segments with --segments, not --hrm"),
         (["--hindsight", "-1"], "--hindsight must be 0 \\(off\\) or more, got -1"),
         (["--minutes", "-1"], "--minutes must be 0 \\(no limit\\) or more, got -1.0"),
         (["--threads", "-2"], "--threads must be 0 \\(torch's default\\) or more, got -2"),
@@ -266,6 +272,11 @@ def test_flags_override_the_preset():
     # the paper's algorithm: no relabeling, epsilon annealed over 300K optimizer steps
     assert cfg["hindsight"] == 0 and cfg["eps_updates"] == 300_000 and cfg["eps_frames"] is None
     assert example.resolve_config(example.parse_args(["--segments", "3"]))["segments"] == 3
+    cells = example.resolve_config(example.parse_args(["--hrm", "patch=1", "--hrm", "hidden=32",
+                                                       "--segments", "3"]))
+    _, model_config = example.make_network(cells)
+    assert (model_config["patch"], model_config["hidden"], model_config["segments"]) == (1, 32, 3)
+    assert model_config["positions"] == "2d" and model_config["H_layers"] == 1  # the rest: cpu's
     per_frame = example.resolve_config(example.parse_args(["--preset", "paper", "--device", "cpu",
                                                            "--eps-frames", "9600000"]))
     assert per_frame["eps_frames"] == 9_600_000 and per_frame["eps_updates"] is None
