@@ -5,6 +5,7 @@ part.
 
     python benchmarks/imitation.py [--env DynamicMaze] [--minutes 6] [--states 200000]
         [--data FILE] [--json FILE] [-- EXAMPLE_FLAGS]   # e.g. -- --model mlp, or -- --hrm patch=1
+    python benchmarks/imitation.py --trajectories [--mazes 128] [-- --carry reset]
 
 Data: the states the oracle visits while acting epsilon-greedily (eps 0.3, so that states off its
 paths appear too), each labelled with every action on a shortest path under the current doors
@@ -17,11 +18,19 @@ gradient clipping, deep supervision (one optimizer step per segment) and torch.c
 example's, from its preset and the flags after ``--``; the HRM runs Reset Z, as the oracle's
 policy needs no memory.
 
+``--trajectories`` asks whether carrying the network's state helps when the target is exact: it
+trains online along the same oracle's trajectories on ``--mazes`` mazes, one minibatch per env
+step (every maze's current state; states without a path count nothing), and carries the
+network's state from step to step as the example's collector does, or not, after the example's
+--carry and --carry-state (Carry Z by default; ``-- --carry reset`` for Reset Z). The same seed
+gives Carry Z and Reset Z the same mazes and oracle actions.
+
 Rows, every --eval-every minibatches (seconds: training only, compile included, evaluation not):
-the minibatch loss, the held-out accuracy (the greedy action is optimal; over all states and over
-those >= 8 steps from the goal) and greedy success on the example's evaluation mazes (its
-EVAL_SEED and --eval-episodes), as in its metrics.csv, also by the goal's distance at the start
-(``hrm_torchrl.evaluation.success_by_distance``).
+the minibatch loss, the accuracy (the greedy action is optimal; over all states and over those
+>= 8 steps from the goal: on the held-out states, or with --trajectories on each step's new states
+before the update on them, since the row before) and greedy success on the example's evaluation
+mazes (its EVAL_SEED and --eval-episodes), as in its metrics.csv, also by the goal's distance at
+the start (``hrm_torchrl.evaluation.success_by_distance``).
 """
 
 from __future__ import annotations
@@ -46,32 +55,64 @@ from hrm_torchrl.oracle import OraclePolicy, optimal_actions
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pipeline_speed import load_example  # noqa: E402
 
-FAR = 8  # steps from the goal: the held-out accuracy of the longer plans is reported apart
+FAR = 8  # steps from the goal: the accuracy of the longer plans is reported apart
 
 
-def oracle_states(env_name: str, states: int, seed: int, eps: float = 0.3,
-                  mazes: int = 64) -> TensorDict:
+def oracle_policy(env, eps: float = 0.3) -> TensorDictSequential:
+    """The A* oracle acting epsilon-greedily on ``env``, so that states off its paths appear too."""
+    return TensorDictSequential(OraclePolicy(), EGreedyModule(env.action_spec, eps_init=eps,
+                                                              eps_end=eps))
+
+
+def label(observation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``optimal_actions`` of each of ``observation``'s [N, 121] rows: ([N, 4] bool, [N])."""
+    labels = [optimal_actions(o) for o in observation.numpy()]
+    return (torch.from_numpy(np.stack([a for a, _ in labels])),
+            torch.tensor([d for _, d in labels]))
+
+
+def oracle_states(env_name: str, states: int, seed: int, mazes: int = 64) -> TensorDict:
     """``states`` observations the epsilon-greedy oracle visits on ``mazes`` mazes from ``seed``,
     with ``"optimal"`` ([N, 4] bool) and ``"distance"`` ([N]); states without a path left out."""
     env = make_env(env_name, num_envs=mazes, seed=seed)
-    policy = TensorDictSequential(OraclePolicy(), EGreedyModule(env.action_spec, eps_init=eps,
-                                                                eps_end=eps))
+    policy = oracle_policy(env)
     kept, have = [], 0
     while have < states:  # each rollout resets the mazes, which go on drawing new ones
         with torch.no_grad():
             rollout = env.rollout(-(-(states - have) // mazes), policy, break_when_any_done=False)
         observation = rollout["observation"].reshape(-1, rollout["observation"].shape[-1])
-        labels = [optimal_actions(o) for o in observation.numpy()]
-        distance = torch.tensor([d for _, d in labels])
+        optimal, distance = label(observation)
         keep = distance >= 0
-        kept.append(TensorDict({
-            "observation": observation[keep],
-            "optimal": torch.from_numpy(np.stack([a for a, _ in labels]))[keep],
-            "distance": distance[keep],
-        }, batch_size=[int(keep.sum())]))
+        kept.append(TensorDict({"observation": observation[keep], "optimal": optimal[keep],
+                                "distance": distance[keep]}, batch_size=[int(keep.sum())]))
         have += len(kept[-1])
     env.close()
     return torch.cat(kept)[:states]
+
+
+def oracle_trajectories(env):
+    """Endless minibatches along the epsilon-greedy oracle's trajectories on ``env``'s mazes (a
+    ``make_env`` env, with the network's primer when it carries state): yields each step's
+    tensordict, with ``"optimal"`` and ``"distance"`` as in ``oracle_states`` (all False and -1
+    where no path exists). Run the network on it in place before the next ``next()``: the state
+    it writes to ``"next"`` is carried into the next step, as in a collector; then the oracle acts.
+    """
+    policy = oracle_policy(env)
+    tensordict = env.reset()
+    while True:
+        optimal, distance = label(tensordict["observation"])
+        tensordict.update({"optimal": optimal, "distance": distance})
+        yield tensordict
+        with torch.no_grad():  # detached, and without the training entries: no graph outlives
+            # its step, so a carried state's gradient stops where the step starts
+            acted = policy(tensordict.exclude("action_value", "optimal", "distance").detach())
+            _, tensordict = env.step_and_maybe_reset(acted)
+
+
+def sampled(data: TensorDict, batch_size: int, generator: torch.Generator):
+    """Endless minibatches of ``data``'s rows, drawn uniformly with replacement."""
+    while True:
+        yield data[torch.randint(len(data), (batch_size,), generator=generator)]
 
 
 def load_or_collect(path: str | None, env_name: str, states: int, held_out: int,
@@ -96,21 +137,35 @@ def load_or_collect(path: str | None, env_name: str, states: int, held_out: int,
 
 
 def imitation_loss(action_value: torch.Tensor, optimal: torch.Tensor) -> torch.Tensor:
-    """-log P(optimal actions) under softmax(Q), averaged over the batch."""
-    log_p = torch.log_softmax(action_value.float(), -1)
-    return -torch.logsumexp(log_p.masked_fill(~optimal, float("-inf")), -1).mean()
+    """-log P(optimal actions) under softmax(Q), averaged over the rows that have an optimal
+    action (a row without one, where no path exists, counts nothing)."""
+    has_path = optimal.any(-1)
+    log_p = torch.log_softmax(action_value[has_path].float(), -1)
+    return -torch.logsumexp(log_p.masked_fill(~optimal[has_path], float("-inf")), -1).mean()
 
 
-def accuracy(net, data: TensorDict, chunk: int = 1024) -> tuple[float, float]:
-    """Share of ``data``'s states whose greedy action is optimal: all, and those >= FAR away."""
-    hits = []
+def hits(action_value: torch.Tensor, batch: TensorDict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Whether the greedy action is optimal, and whether the goal is >= FAR away, for each of
+    ``batch``'s rows that has a path."""
+    has_path = batch["distance"] >= 0
+    greedy = action_value.detach().argmax(-1)
+    hit = batch["optimal"].gather(-1, greedy[:, None]).squeeze(-1)
+    return hit[has_path], (batch["distance"] >= FAR)[has_path]
+
+
+def accuracy(hit: torch.Tensor, far: torch.Tensor) -> tuple[float, float]:
+    """Share of hits: all, and those >= FAR away."""
+    hit = hit.float()
+    return (float(hit.mean()) if len(hit) else float("nan"),
+            float(hit[far].mean()) if far.any() else float("nan"))
+
+
+def held_out_accuracy(net, data: TensorDict, chunk: int = 1024) -> tuple[float, float]:
+    """``accuracy`` of the network's greedy actions on ``data``'s states."""
     with torch.no_grad():
-        for part in data.split(chunk):
-            greedy = net(part.select("observation"))["action_value"].argmax(-1)
-            hits.append(part["optimal"].gather(-1, greedy[:, None]).squeeze(-1))
-    hit = torch.cat(hits).float()
-    far = data["distance"] >= FAR
-    return float(hit.mean()), float(hit[far].mean()) if far.any() else float("nan")
+        parts = [hits(net(part.select("observation"))["action_value"], part)
+                 for part in data.split(chunk)]
+    return accuracy(torch.cat([h for h, _ in parts]), torch.cat([f for _, f in parts]))
 
 
 def main(argv=None):
@@ -118,6 +173,10 @@ def main(argv=None):
     parser.add_argument("--env", default="DynamicMaze")
     parser.add_argument("--states", type=int, default=200_000, help="training states")
     parser.add_argument("--held-out", type=int, default=5_000, help="held-out states")
+    parser.add_argument("--trajectories", action="store_true",
+                        help="train along the oracle's trajectories, the network's state carried")
+    parser.add_argument("--mazes", type=int, default=128,
+                        help="with --trajectories: mazes, i.e. the minibatch size")
     parser.add_argument("--minutes", type=float, default=6.0, help="training time, compile included")
     parser.add_argument("--steps", type=int, default=0, help="minibatches; 0: no limit")
     parser.add_argument("--eval-every", type=int, default=500, help="minibatches between rows")
@@ -128,10 +187,10 @@ def main(argv=None):
     parser.add_argument("example_flags", nargs="*", help="after --: the example's flags")
     args = parser.parse_args(argv)
     if args.quick:
-        args.states, args.held_out, args.steps, args.eval_every = 256, 128, 4, 2
+        args.states, args.held_out, args.mazes, args.steps, args.eval_every = 256, 128, 8, 4, 2
         args.example_flags = [*args.example_flags, "--eval-episodes", "4", "--batch-size", "16",
                               "--no-compile"]
-    for name in ("states", "held_out", "eval_every"):
+    for name in ("states", "held_out", "mazes", "eval_every"):
         if getattr(args, name) < 1:
             raise SystemExit(f"error: --{name.replace('_', '-')} must be at least 1, "
                              f"got {getattr(args, name)}")
@@ -139,23 +198,32 @@ def main(argv=None):
         raise SystemExit(f"error: --steps must be 0 (no limit) or more, got {args.steps}")
     if args.minutes <= 0 and args.steps < 1:
         raise SystemExit("error: give --minutes > 0 or --steps >= 1, or training never ends")
+    if args.trajectories and args.data:
+        raise SystemExit("error: --data keeps single states; --trajectories labels the states as "
+                         "it goes and keeps none")
 
     example = load_example()
     example_args = example.parse_args(
         ["--env", args.env, "--seed", str(args.seed), *args.example_flags])
     model = example_args.model or example.PRESETS.get(example_args.preset, {}).get("model")
-    if model == "lstm" or example_args.carry == "carry":
+    if args.trajectories:
+        if example_args.deep_supervision:
+            raise SystemExit("error: --trajectories takes no --deep-supervision: its segments "
+                             "would not hand the carried state on")
+    elif model == "lstm" or example_args.carry == "carry":
         raise SystemExit("error: imitation trains on single states, so the network must not carry "
-                         "state: --model hrm (run as Reset Z) or --model mlp")
-    if model == "hrm":
+                         "state: --model hrm (run as Reset Z) or --model mlp, or use --trajectories")
+    elif model == "hrm":
         example_args.carry = "reset"
     cfg = example.resolve_config(example_args)
     if cfg["threads"]:
         torch.set_num_threads(cfg["threads"])
     torch.manual_seed(args.seed)
 
-    train, held_out = load_or_collect(args.data, args.env, args.states, args.held_out, args.seed)
-    tqdm.write(f"mean distance to the goal {train['distance'].float().mean():.1f}")
+    if not args.trajectories:
+        train, held_out = load_or_collect(args.data, args.env, args.states, args.held_out,
+                                          args.seed)
+        tqdm.write(f"mean distance to the goal {train['distance'].float().mean():.1f}")
 
     net, description = example.make_network(cfg)
     optimizer = example.make_optimizer(net, cfg)
@@ -164,24 +232,38 @@ def main(argv=None):
     primer, _ = example.carried_state(net)
     eval_env = make_env(args.env, num_envs=cfg["eval_episodes"], primer=primer)
     actor = QValueActor(net, spec=eval_env.action_spec_unbatched)
+    if args.trajectories:
+        train_env = make_env(args.env, num_envs=args.mazes, seed=args.seed, primer=primer)
+        batches, batch_size = oracle_trajectories(train_env), args.mazes
+    else:
+        generator = torch.Generator().manual_seed(args.seed)
+        batches, batch_size = sampled(train, cfg["batch_size"], generator), cfg["batch_size"]
 
     # seconds: training only, not evaluating; --steps and --eval-every count minibatches
     rows, minibatches, optimizer_steps, loss, seconds = [], 0, 0, float("nan"), 0.0
-    generator = torch.Generator().manual_seed(args.seed)
+    online = []  # --trajectories: hits() of each minibatch since the last row
 
     def row() -> dict:
-        return evaluate(net, actor, eval_env, held_out, example.EVAL_SEED) | {
+        if args.trajectories:
+            scores = accuracy(*(torch.cat(h) for h in zip(*online))) if online else (float("nan"),) * 2
+            online.clear()
+        else:
+            scores = held_out_accuracy(net, held_out)
+        return {"accuracy": scores[0], "accuracy_far": scores[1]} | greedy_success(
+            actor, eval_env, example.EVAL_SEED) | {
             "minibatches": minibatches, "optimizer_steps": optimizer_steps,
-            "samples": minibatches * cfg["batch_size"], "seconds": seconds, "loss": loss}
+            "samples": minibatches * batch_size, "seconds": seconds, "loss": loss}
 
     bar = tqdm(total=args.steps or None, unit="minibatch")
     try:
         while not ((args.steps and minibatches >= args.steps)
                    or (args.minutes > 0 and seconds >= 60 * args.minutes)):
             started = time.perf_counter()
-            batch = train[torch.randint(len(train), (cfg["batch_size"],), generator=generator)]
+            batch = next(batches)
             loss, steps = train_minibatch(net, batch, optimizer, cfg["grad_clip"],
                                           cfg["deep_supervision"])
+            if args.trajectories:  # the Q-values of the forward before the update
+                online.append(hits(batch["action_value"], batch))
             minibatches, optimizer_steps = minibatches + 1, optimizer_steps + steps
             seconds += time.perf_counter() - started
             bar.update()
@@ -194,8 +276,14 @@ def main(argv=None):
     if not rows or rows[-1]["minibatches"] != minibatches:
         rows.append(row())
     eval_env.close()
+    if args.trajectories:
+        train_env.close()
     result = {"env": args.env, "preset": cfg["preset"], "network": description,
-              "batch_size": cfg["batch_size"], "states": len(train), "rows": rows}
+              "carry": cfg["carry"],
+              "carry_state": cfg["carry_state"] if cfg["model"] == "hrm" else None,
+              "data": "trajectories" if args.trajectories else "states",
+              "batch_size": batch_size, "states": None if args.trajectories else len(train),
+              "rows": rows}
     print(json.dumps(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
@@ -206,12 +294,13 @@ def train_minibatch(net, batch: TensorDict, optimizer, grad_clip: float,
                     deep_supervision: bool) -> tuple[float, int]:
     """Trains on one minibatch, as the example's minibatch_update with the imitation loss in
     place of DQN's: one optimizer step, or with deep supervision one per segment, each segment
-    starting from the previous one's detached state. Returns the last loss and the steps taken."""
-    observations = batch.select("observation")
+    starting from the previous one's detached state. Without deep supervision the network runs
+    on ``batch`` in place (its Q-values and carried state land there). Returns the last loss and
+    the steps taken."""
     if deep_supervision:
-        q_values = net.supervision_segments(observations)
+        q_values = net.supervision_segments(batch)
     else:
-        q_values = [net(observations)["action_value"]]
+        q_values = [net(batch)["action_value"]]
     steps = 0
     for q in q_values:
         loss = imitation_loss(q, batch["optimal"])
@@ -223,12 +312,10 @@ def train_minibatch(net, batch: TensorDict, optimizer, grad_clip: float,
     return float(loss.detach()), steps
 
 
-def evaluate(net, actor, eval_env, held_out, seed) -> dict:
-    accuracy_all, accuracy_far = accuracy(net, held_out)
+def greedy_success(actor, eval_env, seed) -> dict:
     scores = first_episodes(actor, eval_env, seed)
     summary = summarize(scores)
-    return {"accuracy": accuracy_all, "accuracy_far": accuracy_far,
-            "success_rate": summary["success_rate"],
+    return {"success_rate": summary["success_rate"],
             "mean_success_length": summary["mean_success_length"],
             "success_by_distance": success_by_distance(scores)}
 

@@ -104,3 +104,61 @@ def test_imitation_loss_and_bad_networks():
         imitation.main(["--steps", "-1"])
     with pytest.raises(SystemExit, match="training never ends"):
         imitation.main(["--minutes", "0"])
+
+
+def test_imitation_trajectories_carry_the_state():
+    import torch
+
+    from hrm_torchrl import HRMConfig, HRMQValueNet, make_env
+    from hrm_torchrl.oracle import optimal_actions
+
+    imitation = load("imitation")
+
+    def observations(carry):
+        torch.manual_seed(0)
+        net = HRMQValueNet(HRMConfig.cpu(), carry=carry, carry_state="full")
+        env = make_env("DynamicMaze", num_envs=4, seed=0, primer=net.make_tensordict_primer())
+        batches = imitation.oracle_trajectories(env)
+        seen, carried = [], None
+        for _ in range(6):
+            batch = next(batches)
+            assert "action_value" not in batch.keys()  # last step's graph is left behind
+            for row, observation in enumerate(batch["observation"].numpy()):
+                actions, distance = optimal_actions(observation)
+                assert batch["optimal"][row].tolist() == actions.tolist()
+                assert batch["distance"][row] == distance
+            if carried is not None:  # the state the network wrote last step, where not reset
+                kept = ~batch["is_init"].squeeze(-1)
+                assert kept.any()
+                for key in ("z_H", "z_L"):
+                    assert torch.equal(batch[key][kept], carried[key][kept])
+            net(batch)
+            carried = batch["next"].select("z_H", "z_L").clone()
+            seen.append(batch["observation"].clone())
+        env.close()
+        return torch.stack(seen)
+
+    # the same seed: Carry Z and Reset Z see the same mazes and oracle actions
+    assert torch.equal(observations("carry"), observations("reset"))
+
+
+def test_imitation_trajectories_quick():
+    import torch
+
+    imitation = load("imitation")
+    result = imitation.main(["--quick", "--trajectories", "--", "--carry-state", "full"])
+    assert (result["data"], result["carry"], result["carry_state"]) == ("trajectories", "carry", "full")
+    assert result["batch_size"] == 8 and result["states"] is None  # --quick's 8 mazes
+    assert [row["minibatches"] for row in result["rows"]] == [2, 4]
+    for row in result["rows"]:
+        assert row["optimizer_steps"] == row["minibatches"] and row["samples"] == 8 * row["minibatches"]
+        assert 0 <= row["accuracy"] <= 1 and 0 <= row["success_rate"] <= 1 and row["loss"] > 0
+    for argv, message in ((["--trajectories", "--data", "x.pt"], "--data keeps single states"),
+                          (["--trajectories", "--", "--deep-supervision"], "no --deep-supervision"),
+                          (["--trajectories", "--mazes", "0"], "--mazes must be at least 1, got 0")):
+        with pytest.raises(SystemExit, match=message):
+            imitation.main(argv)
+    # a row without an optimal action (no path) counts nothing in the loss
+    optimal = torch.tensor([[True, True, False, False], [False, False, False, False]])
+    assert torch.isclose(imitation.imitation_loss(torch.zeros(2, 4), optimal),
+                         -torch.log(torch.tensor(0.5)))
