@@ -5,7 +5,7 @@ part.
 
     python benchmarks/imitation.py [--env DynamicMaze] [--minutes 6] [--states 200000]
         [--data FILE] [--json FILE] [-- EXAMPLE_FLAGS]   # e.g. -- --model mlp, or -- --hrm patch=1
-    python benchmarks/imitation.py --trajectories [--mazes 128] [-- --carry reset]
+    python benchmarks/imitation.py --trajectories [--mazes 128] [--replay N] [-- --carry reset]
 
 Data: the states the oracle visits while acting epsilon-greedily (eps 0.3, so that states off its
 paths appear too), each labelled with every action on a shortest path under the current doors
@@ -23,7 +23,11 @@ trains online along the same oracle's trajectories on ``--mazes`` mazes, one min
 step (every maze's current state; states without a path count nothing), and carries the
 network's state from step to step as the example's collector does, or not, after the example's
 --carry and --carry-state (Carry Z by default; ``-- --carry reset`` for Reset Z). The same seed
-gives Carry Z and Reset Z the same mazes and oracle actions.
+gives Carry Z and Reset Z the same mazes and oracle actions. ``--replay N`` puts the example's
+replay between acting and learning: the network runs on each step's states without gradient (its
+state carried on from there), the states go with their carried-in network state into a
+``LazyTensorStorage`` of N, and the minibatch is drawn from it, so that the learner starts from
+states the network wrote up to N / --mazes steps earlier, as the example's learner does.
 
 Rows, every --eval-every minibatches (seconds: training only, compile included, evaluation not):
 the minibatch loss, the accuracy (the greedy action is optimal; over all states and over those
@@ -45,6 +49,7 @@ import numpy as np
 import torch
 from tensordict import TensorDict
 from tensordict.nn import TensorDictSequential
+from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 from torchrl.modules import EGreedyModule, QValueActor
 from tqdm import tqdm
 
@@ -177,6 +182,8 @@ def main(argv=None):
                         help="train along the oracle's trajectories, the network's state carried")
     parser.add_argument("--mazes", type=int, default=128,
                         help="with --trajectories: mazes, i.e. the minibatch size")
+    parser.add_argument("--replay", type=int, default=0,
+                        help="with --trajectories: train on minibatches from a replay of N states")
     parser.add_argument("--minutes", type=float, default=6.0, help="training time, compile included")
     parser.add_argument("--steps", type=int, default=0, help="minibatches; 0: no limit")
     parser.add_argument("--eval-every", type=int, default=500, help="minibatches between rows")
@@ -201,6 +208,9 @@ def main(argv=None):
     if args.trajectories and args.data:
         raise SystemExit("error: --data keeps single states; --trajectories labels the states as "
                          "it goes and keeps none")
+    if args.replay < 0 or (args.replay and not args.trajectories):
+        raise SystemExit(f"error: --replay takes a number of states >= 0 and --trajectories, got "
+                         f"--replay {args.replay}" + ("" if args.trajectories else " alone"))
 
     example = load_example()
     example_args = example.parse_args(
@@ -229,15 +239,19 @@ def main(argv=None):
     optimizer = example.make_optimizer(net, cfg)
     if cfg["compile"]:
         example.compile_network(net)
-    primer, _ = example.carried_state(net)
+    primer, state_keys = example.carried_state(net)
     eval_env = make_env(args.env, num_envs=cfg["eval_episodes"], primer=primer)
     actor = QValueActor(net, spec=eval_env.action_spec_unbatched)
     if args.trajectories:
         train_env = make_env(args.env, num_envs=args.mazes, seed=args.seed, primer=primer)
         batches, batch_size = oracle_trajectories(train_env), args.mazes
+        replay = TensorDictReplayBuffer(storage=LazyTensorStorage(args.replay),
+                                        batch_size=batch_size) if args.replay else None
+        stored = ["observation", "is_init", "optimal", "distance", *state_keys]
     else:
         generator = torch.Generator().manual_seed(args.seed)
         batches, batch_size = sampled(train, cfg["batch_size"], generator), cfg["batch_size"]
+        replay = None
 
     # seconds: training only, not evaluating; --steps and --eval-every count minibatches
     rows, minibatches, optimizer_steps, loss, seconds = [], 0, 0, float("nan"), 0.0
@@ -259,11 +273,16 @@ def main(argv=None):
         while not ((args.steps and minibatches >= args.steps)
                    or (args.minutes > 0 and seconds >= 60 * args.minutes)):
             started = time.perf_counter()
-            batch = next(batches)
+            live = batch = next(batches)
+            if replay is not None:  # as in the example: act, store, draw a minibatch
+                with torch.no_grad():
+                    net(live)
+                replay.extend(live.select(*stored))
+                batch = replay.sample()
             loss, steps = train_minibatch(net, batch, optimizer, cfg["grad_clip"],
                                           cfg["deep_supervision"])
-            if args.trajectories:  # the Q-values of the forward before the update
-                online.append(hits(batch["action_value"], batch))
+            if args.trajectories:  # the Q-values of the new states, before the update
+                online.append(hits(live["action_value"], live))
             minibatches, optimizer_steps = minibatches + 1, optimizer_steps + steps
             seconds += time.perf_counter() - started
             bar.update()
@@ -281,7 +300,7 @@ def main(argv=None):
     result = {"env": args.env, "preset": cfg["preset"], "network": description,
               "carry": cfg["carry"],
               "carry_state": cfg["carry_state"] if cfg["model"] == "hrm" else None,
-              "data": "trajectories" if args.trajectories else "states",
+              "data": "trajectories" if args.trajectories else "states", "replay": args.replay,
               "batch_size": batch_size, "states": None if args.trajectories else len(train),
               "rows": rows}
     print(json.dumps(result))

@@ -154,6 +154,8 @@ def test_imitation_trajectories_quick():
         assert row["optimizer_steps"] == row["minibatches"] and row["samples"] == 8 * row["minibatches"]
         assert 0 <= row["accuracy"] <= 1 and 0 <= row["success_rate"] <= 1 and row["loss"] > 0
     for argv, message in ((["--trajectories", "--data", "x.pt"], "--data keeps single states"),
+                          (["--replay", "8"], "--replay takes .* got --replay 8 alone"),
+                          (["--trajectories", "--replay", "-1"], "got --replay -1"),
                           (["--trajectories", "--", "--deep-supervision"], "no --deep-supervision"),
                           (["--trajectories", "--mazes", "0"], "--mazes must be at least 1, got 0")):
         with pytest.raises(SystemExit, match=message):
@@ -162,3 +164,41 @@ def test_imitation_trajectories_quick():
     optimal = torch.tensor([[True, True, False, False], [False, False, False, False]])
     assert torch.isclose(imitation.imitation_loss(torch.zeros(2, 4), optimal),
                          -torch.log(torch.tensor(0.5)))
+
+
+def test_imitation_trajectories_replay(monkeypatch):
+    """--replay: the learner's minibatch is drawn from the stored states, each with the network
+    state carried into it when it was new (a replay of 16 holds the last two steps of --quick's 8
+    mazes)."""
+    imitation = load("imitation")
+    new_states, learned = [], []
+    trajectories, train_minibatch = imitation.oracle_trajectories, imitation.train_minibatch
+
+    def recorded_trajectories(env):
+        for batch in trajectories(env):
+            new_states.append(batch.select("observation", "z_H").clone())
+            yield batch
+
+    def recorded_train_minibatch(net, batch, *args):
+        learned.append(batch.select("observation", "z_H").clone())
+        return train_minibatch(net, batch, *args)
+
+    monkeypatch.setattr(imitation, "oracle_trajectories", recorded_trajectories)
+    monkeypatch.setattr(imitation, "train_minibatch", recorded_train_minibatch)
+    result = imitation.main(["--quick", "--trajectories", "--replay", "16", "--",
+                             "--carry-state", "full"])
+    assert result["replay"] == 16 and len(learned) == 4
+
+    def stored_in(states, observation, z_H):
+        return bool(((states["observation"] == observation).all(-1)
+                     & (states["z_H"] == z_H).flatten(1).all(-1)).any())
+
+    older = 0
+    for step, batch in enumerate(learned):
+        for observation, z_H in zip(batch["observation"], batch["z_H"]):
+            now = stored_in(new_states[step], observation, z_H)
+            before = step > 0 and stored_in(new_states[step - 1], observation, z_H)
+            assert now or before
+            older += before and not now
+    assert older > 0  # drawn from the replay, not only this step's states
+    assert learned[-1]["z_H"].abs().sum() > 0  # carried, not the initial zeros
