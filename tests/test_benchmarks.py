@@ -153,6 +153,7 @@ def test_imitation_trajectories_quick():
     for row in result["rows"]:
         assert row["optimizer_steps"] == row["minibatches"] and row["samples"] == 8 * row["minibatches"]
         assert 0 <= row["accuracy"] <= 1 and 0 <= row["success_rate"] <= 1 and row["loss"] > 0
+        assert (0 <= row["failed_steps_unchanged"] <= 1) == (row["success_rate"] < 1)  # nan: none failed
     for argv, message in ((["--trajectories", "--data", "x.pt"], "--data keeps single states"),
                           (["--replay", "8"], "--replay takes .* got --replay 8 alone"),
                           (["--trajectories", "--replay", "-1"], "got --replay -1"),
