@@ -5,7 +5,8 @@ part.
 
     python benchmarks/imitation.py [--env DynamicMaze] [--minutes 6] [--states 200000]
         [--data FILE] [--json FILE] [-- EXAMPLE_FLAGS]   # e.g. -- --model mlp, or -- --hrm patch=1
-    python benchmarks/imitation.py --trajectories [--mazes 128] [--replay N] [-- --carry reset]
+    python benchmarks/imitation.py --trajectories [--mazes 128] [--replay N [--relabel]]
+        [-- --carry reset]
 
 Data: the states the oracle visits while acting epsilon-greedily (eps 0.3, so that states off its
 paths appear too), each labelled with every action on a shortest path under the current doors
@@ -28,6 +29,9 @@ replay between acting and learning: the network runs on each step's states witho
 state carried on from there), the states go with their carried-in network state into a
 ``LazyTensorStorage`` of N, and the minibatch is drawn from it, so that the learner starts from
 states the network wrote up to N / --mazes steps earlier, as the example's learner does.
+``--relabel`` also stores a copy of each state with its goal moved to a random floor cell (and
+labelled for it) but the carried-in state kept, as ``hrm_torchrl.HindsightRelabel(copies=1)``
+stores its relabeled frames: half the replay then holds a state computed for another goal.
 
 Rows, every --eval-every minibatches (seconds: training only, compile included, evaluation not):
 the minibatch loss, the accuracy (the greedy action is optimal; over all states and over those
@@ -54,6 +58,7 @@ from torchrl.modules import EGreedyModule, QValueActor
 from tqdm import tqdm
 
 from hrm_torchrl import make_env
+from hrm_torchrl.mazes import CODES
 from hrm_torchrl.evaluation import first_episodes, success_by_distance, summarize
 from hrm_torchrl.oracle import OraclePolicy, optimal_actions
 
@@ -112,6 +117,19 @@ def oracle_trajectories(env):
             # its step, so a carried state's gradient stops where the step starts
             acted = policy(tensordict.exclude("action_value", "optimal", "distance").detach())
             _, tensordict = env.step_and_maybe_reset(acted)
+
+
+def moved_goal(states: TensorDict, generator: torch.Generator) -> TensorDict:
+    """``states`` with each goal token moved to a random floor cell (and ``"optimal"`` and
+    ``"distance"`` for the new goal); every other entry, the carried state among them, kept."""
+    observation = states["observation"].clone()
+    for row in observation:
+        row[row == CODES["goal"]] = CODES["floor"]  # not there when the agent stands on it
+        floor = (row == CODES["floor"]).nonzero().squeeze(-1)
+        row[floor[torch.randint(len(floor), (1,), generator=generator)]] = CODES["goal"]
+    optimal, distance = label(observation)
+    return states.clone().update({"observation": observation, "optimal": optimal,
+                                  "distance": distance})
 
 
 def sampled(data: TensorDict, batch_size: int, generator: torch.Generator):
@@ -184,6 +202,8 @@ def main(argv=None):
                         help="with --trajectories: mazes, i.e. the minibatch size")
     parser.add_argument("--replay", type=int, default=0,
                         help="with --trajectories: train on minibatches from a replay of N states")
+    parser.add_argument("--relabel", action="store_true",
+                        help="with --replay: also store each state with its goal moved")
     parser.add_argument("--minutes", type=float, default=6.0, help="training time, compile included")
     parser.add_argument("--steps", type=int, default=0, help="minibatches; 0: no limit")
     parser.add_argument("--eval-every", type=int, default=500, help="minibatches between rows")
@@ -211,6 +231,8 @@ def main(argv=None):
     if args.replay < 0 or (args.replay and not args.trajectories):
         raise SystemExit(f"error: --replay takes a number of states >= 0 and --trajectories, got "
                          f"--replay {args.replay}" + ("" if args.trajectories else " alone"))
+    if args.relabel and not args.replay:
+        raise SystemExit("error: --relabel relabels the states stored in the replay: give --replay")
 
     example = load_example()
     example_args = example.parse_args(
@@ -242,6 +264,7 @@ def main(argv=None):
     primer, state_keys = example.carried_state(net)
     eval_env = make_env(args.env, num_envs=cfg["eval_episodes"], primer=primer)
     actor = QValueActor(net, spec=eval_env.action_spec_unbatched)
+    generator = torch.Generator().manual_seed(args.seed)
     if args.trajectories:
         train_env = make_env(args.env, num_envs=args.mazes, seed=args.seed, primer=primer)
         batches, batch_size = oracle_trajectories(train_env), args.mazes
@@ -249,7 +272,6 @@ def main(argv=None):
                                         batch_size=batch_size) if args.replay else None
         stored = ["observation", "is_init", "optimal", "distance", *state_keys]
     else:
-        generator = torch.Generator().manual_seed(args.seed)
         batches, batch_size = sampled(train, cfg["batch_size"], generator), cfg["batch_size"]
         replay = None
 
@@ -278,6 +300,8 @@ def main(argv=None):
                 with torch.no_grad():
                     net(live)
                 replay.extend(live.select(*stored))
+                if args.relabel:
+                    replay.extend(moved_goal(live.select(*stored), generator))
                 batch = replay.sample()
             loss, steps = train_minibatch(net, batch, optimizer, cfg["grad_clip"],
                                           cfg["deep_supervision"])
@@ -301,6 +325,7 @@ def main(argv=None):
               "carry": cfg["carry"],
               "carry_state": cfg["carry_state"] if cfg["model"] == "hrm" else None,
               "data": "trajectories" if args.trajectories else "states", "replay": args.replay,
+              "relabel": args.relabel,
               "batch_size": batch_size, "states": None if args.trajectories else len(train),
               "rows": rows}
     print(json.dumps(result))

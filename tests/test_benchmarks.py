@@ -203,3 +203,35 @@ def test_imitation_trajectories_replay(monkeypatch):
             older += before and not now
     assert older > 0  # drawn from the replay, not only this step's states
     assert learned[-1]["z_H"].abs().sum() > 0  # carried, not the initial zeros
+
+
+def test_imitation_moved_goal():
+    """--relabel's copies: one goal each, on a former floor cell, labelled for it; the carried
+    state kept."""
+    import torch
+    from tensordict import TensorDict
+
+    from hrm_torchrl import make_env
+    from hrm_torchrl.mazes import CODES
+    from hrm_torchrl.oracle import optimal_actions
+
+    imitation = load("imitation")
+    env = make_env("DynamicMaze", num_envs=6, seed=0)
+    observation = env.reset()["observation"]
+    env.close()
+    states = TensorDict({"observation": observation, "z_H": torch.randn(6, 3)}, [6])
+    moved = imitation.moved_goal(states, torch.Generator().manual_seed(0))
+    assert torch.equal(moved["z_H"], states["z_H"])
+    for before, after, optimal, distance in zip(observation, moved["observation"],
+                                                moved["optimal"], moved["distance"]):
+        assert (after == CODES["goal"]).sum() == 1
+        assert before[after == CODES["goal"]].item() == CODES["floor"]
+        changed = before != after
+        assert set(before[changed].tolist()) <= {CODES["goal"], CODES["floor"]}
+        actions, steps = optimal_actions(after.numpy())
+        assert optimal.tolist() == actions.tolist() and distance == steps
+    assert not torch.equal(moved["observation"], observation)
+    with pytest.raises(SystemExit, match="--relabel relabels .* give --replay"):
+        imitation.main(["--trajectories", "--relabel"])
+    result = imitation.main(["--quick", "--trajectories", "--replay", "32", "--relabel"])
+    assert result["relabel"] and [row["minibatches"] for row in result["rows"]] == [2, 4]
