@@ -58,8 +58,8 @@ from torchrl.modules import EGreedyModule, QValueActor
 from tqdm import tqdm
 
 from hrm_torchrl import make_env
-from hrm_torchrl.mazes import CODES
 from hrm_torchrl.evaluation import first_episodes, success_by_distance, summarize
+from hrm_torchrl.mazes import CODES
 from hrm_torchrl.oracle import OraclePolicy, optimal_actions
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
