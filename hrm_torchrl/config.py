@@ -121,9 +121,7 @@ class HRMConfig:
             try:
                 if name == "grid_shape":
                     value = tuple(int(v) for v in text.split(","))
-                elif isinstance(default, str):
-                    value = text
-                else:
+                else:  # int, float or str, each of which parses its own text
                     value = type(default)(text)
             except ValueError:
                 kind = "rows,cols" if name == "grid_shape" else type(default).__name__
