@@ -5,8 +5,8 @@ part.
 
     python benchmarks/imitation.py [--env DynamicMaze] [--minutes 6] [--states 200000]
         [--data FILE] [--json FILE] [-- EXAMPLE_FLAGS]   # e.g. -- --model mlp, or -- --hrm patch=1
-    python benchmarks/imitation.py --trajectories [--mazes 128] [--replay N [--relabel]]
-        [-- --carry reset]
+    python benchmarks/imitation.py --trajectories [--mazes 128] [--acting oracle|network]
+        [--replay N [--relabel]] [-- --carry reset]
 
 Data: the states the oracle visits while acting epsilon-greedily (eps 0.3, so that states off its
 paths appear too), each labelled with every action on a shortest path under the current doors
@@ -24,7 +24,10 @@ trains online along the same oracle's trajectories on ``--mazes`` mazes, one min
 step (every maze's current state; states without a path count nothing), and carries the
 network's state from step to step as the example's collector does, or not, after the example's
 --carry and --carry-state (Carry Z by default; ``-- --carry reset`` for Reset Z). The same seed
-gives Carry Z and Reset Z the same mazes and oracle actions. ``--replay N`` puts the example's
+gives Carry Z and Reset Z the same mazes and oracle actions. ``--acting network`` lets the
+network's own greedy action under the Q-values it just computed drive the mazes (DAgger), with the
+same 0.3 of random actions, so that it learns on the states its own policy visits, as in RL, while
+the target stays A*'s. ``--replay N`` puts the example's
 replay between acting and learning: the network runs on each step's states without gradient (its
 state carried on from there), the states go with their carried-in network state into a
 ``LazyTensorStorage`` of N, and the minibatch is drawn from it, so that the learner starts from
@@ -54,7 +57,7 @@ import torch
 from tensordict import TensorDict
 from tensordict.nn import TensorDictSequential
 from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
-from torchrl.modules import EGreedyModule, QValueActor
+from torchrl.modules import EGreedyModule, QValueActor, QValueModule
 from tqdm import tqdm
 
 from hrm_torchrl import make_env
@@ -66,9 +69,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pipeline_speed import load_example  # noqa: E402
 
 FAR = 8  # steps from the goal: the accuracy of the longer plans is reported apart
+EPS = 0.3  # random actions of the acting policy, so that states off its paths appear too
+ACTING = ("oracle", "network")
 
 
-def oracle_policy(env, eps: float = 0.3) -> TensorDictSequential:
+def oracle_policy(env, eps: float = EPS) -> TensorDictSequential:
     """The A* oracle acting epsilon-greedily on ``env``, so that states off its paths appear too."""
     return TensorDictSequential(OraclePolicy(), EGreedyModule(env.action_spec, eps_init=eps,
                                                               eps_end=eps))
@@ -100,14 +105,24 @@ def oracle_states(env_name: str, states: int, seed: int, mazes: int = 64) -> Ten
     return torch.cat(kept)[:states]
 
 
-def oracle_trajectories(env):
-    """Endless minibatches along the epsilon-greedy oracle's trajectories on ``env``'s mazes (a
+def trajectories(env, acting: str = "oracle"):
+    """Endless minibatches along epsilon-greedy (eps 0.3) trajectories on ``env``'s mazes (a
     ``make_env`` env, with the network's primer when it carries state): yields each step's
     tensordict, with ``"optimal"`` and ``"distance"`` as in ``oracle_states`` (all False and -1
     where no path exists). Run the network on it in place before the next ``next()``: the state
-    it writes to ``"next"`` is carried into the next step, as in a collector; then the oracle acts.
+    it writes to ``"next"`` is carried into the next step, as in a collector; then the A* oracle
+    acts (``acting="oracle"``), or the network's own greedy action under those Q-values
+    (``acting="network"``, as DAgger does), with eps 0.3 random actions either way.
     """
-    policy = oracle_policy(env)
+    if acting not in ACTING:
+        raise ValueError(f"acting must be one of {ACTING}, got {acting!r}")
+    if acting == "oracle":
+        policy, dropped = oracle_policy(env), ("action_value", "optimal", "distance")
+    else:  # the Q-values the network just wrote pick the action: no second forward pass
+        policy = TensorDictSequential(
+            QValueModule(spec=env.action_spec_unbatched),
+            EGreedyModule(env.action_spec, eps_init=EPS, eps_end=EPS))
+        dropped = ("optimal", "distance")
     tensordict = env.reset()
     while True:
         optimal, distance = label(tensordict["observation"])
@@ -115,7 +130,7 @@ def oracle_trajectories(env):
         yield tensordict
         with torch.no_grad():  # detached, and without the training entries: no graph outlives
             # its step, so a carried state's gradient stops where the step starts
-            acted = policy(tensordict.exclude("action_value", "optimal", "distance").detach())
+            acted = policy(tensordict.exclude(*dropped).detach())
             _, tensordict = env.step_and_maybe_reset(acted)
 
 
@@ -197,9 +212,11 @@ def main(argv=None):
     parser.add_argument("--states", type=int, default=200_000, help="training states")
     parser.add_argument("--held-out", type=int, default=5_000, help="held-out states")
     parser.add_argument("--trajectories", action="store_true",
-                        help="train along the oracle's trajectories, the network's state carried")
+                        help="train along epsilon-greedy trajectories, the network's state carried")
     parser.add_argument("--mazes", type=int, default=128,
                         help="with --trajectories: mazes, i.e. the minibatch size")
+    parser.add_argument("--acting", choices=ACTING, default="oracle",
+                        help="with --trajectories: who picks the greedy action on the mazes")
     parser.add_argument("--replay", type=int, default=0,
                         help="with --trajectories: train on minibatches from a replay of N states")
     parser.add_argument("--relabel", action="store_true",
@@ -228,6 +245,9 @@ def main(argv=None):
     if args.trajectories and args.data:
         raise SystemExit("error: --data keeps single states; --trajectories labels the states as "
                          "it goes and keeps none")
+    if args.acting != "oracle" and not args.trajectories:
+        raise SystemExit(f"error: --acting {args.acting} picks the actions along --trajectories; "
+                         "give --trajectories")
     if args.replay < 0 or (args.replay and not args.trajectories):
         raise SystemExit(f"error: --replay takes a number of states >= 0 and --trajectories, got "
                          f"--replay {args.replay}" + ("" if args.trajectories else " alone"))
@@ -267,7 +287,7 @@ def main(argv=None):
     generator = torch.Generator().manual_seed(args.seed)
     if args.trajectories:
         train_env = make_env(args.env, num_envs=args.mazes, seed=args.seed, primer=primer)
-        batches, batch_size = oracle_trajectories(train_env), args.mazes
+        batches, batch_size = trajectories(train_env, args.acting), args.mazes
         replay = TensorDictReplayBuffer(storage=LazyTensorStorage(args.replay),
                                         batch_size=batch_size) if args.replay else None
         stored = ["observation", "is_init", "optimal", "distance", *state_keys]
@@ -324,7 +344,8 @@ def main(argv=None):
     result = {"env": args.env, "preset": cfg["preset"], "network": description,
               "carry": cfg["carry"],
               "carry_state": cfg["carry_state"] if cfg["model"] == "hrm" else None,
-              "data": "trajectories" if args.trajectories else "states", "replay": args.replay,
+              "data": "trajectories" if args.trajectories else "states",
+              "acting": args.acting if args.trajectories else None, "replay": args.replay,
               "relabel": args.relabel,
               "batch_size": batch_size, "states": None if args.trajectories else len(train),
               "rows": rows}

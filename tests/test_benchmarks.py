@@ -118,7 +118,7 @@ def test_imitation_trajectories_carry_the_state():
         torch.manual_seed(0)
         net = HRMQValueNet(HRMConfig.cpu(), carry=carry, carry_state="full")
         env = make_env("DynamicMaze", num_envs=4, seed=0, primer=net.make_tensordict_primer())
-        batches = imitation.oracle_trajectories(env)
+        batches = imitation.trajectories(env)
         seen, carried = [], None
         for _ in range(6):
             batch = next(batches)
@@ -167,16 +167,48 @@ def test_imitation_trajectories_quick():
                          -torch.log(torch.tensor(0.5)))
 
 
+def test_imitation_trajectories_acting_network(monkeypatch):
+    """--acting network: the mazes take the network's greedy action under the Q-values it wrote
+    on that step (eps 0 here, so every action is greedy), each state still labelled by A*."""
+    import torch
+
+    from hrm_torchrl import HRMConfig, HRMQValueNet, make_env
+
+    imitation = load("imitation")
+    monkeypatch.setattr(imitation, "EPS", 0.0)
+    torch.manual_seed(0)
+    net = HRMQValueNet(HRMConfig.cpu(), carry="carry", carry_state="full")
+    env = make_env("DynamicMaze", num_envs=4, seed=0, primer=net.make_tensordict_primer())
+    taken, step = [], env.step_and_maybe_reset
+    monkeypatch.setattr(env, "step_and_maybe_reset",
+                        lambda td: (taken.append(td["action"].clone()), step(td))[1])
+    batches = imitation.trajectories(env, "network")
+    greedy = []
+    for _ in range(6):
+        batch = next(batches)
+        assert batch["optimal"].shape == (4, 4)
+        with torch.no_grad():
+            greedy.append(net(batch)["action_value"].argmax(-1))
+    next(batches)
+    env.close()
+    assert torch.equal(torch.stack(taken).argmax(-1), torch.stack(greedy))
+    with pytest.raises(ValueError, match="acting must be one of .*, got 'learner'"):
+        next(imitation.trajectories(env, "learner"))
+    with pytest.raises(SystemExit, match="--acting network picks .* give --trajectories"):
+        imitation.main(["--acting", "network"])
+    result = imitation.main(["--quick", "--trajectories", "--acting", "network"])
+    assert result["acting"] == "network" and [row["minibatches"] for row in result["rows"]] == [2, 4]
+
 def test_imitation_trajectories_replay(monkeypatch):
     """--replay: the learner's minibatch is drawn from the stored states, each with the network
     state carried into it when it was new (a replay of 16 holds the last two steps of --quick's 8
     mazes)."""
     imitation = load("imitation")
     new_states, learned = [], []
-    trajectories, train_minibatch = imitation.oracle_trajectories, imitation.train_minibatch
+    trajectories, train_minibatch = imitation.trajectories, imitation.train_minibatch
 
-    def recorded_trajectories(env):
-        for batch in trajectories(env):
+    def recorded_trajectories(env, acting):
+        for batch in trajectories(env, acting):
             new_states.append(batch.select("observation", "z_H").clone())
             yield batch
 
@@ -184,7 +216,7 @@ def test_imitation_trajectories_replay(monkeypatch):
         learned.append(batch.select("observation", "z_H").clone())
         return train_minibatch(net, batch, *args)
 
-    monkeypatch.setattr(imitation, "oracle_trajectories", recorded_trajectories)
+    monkeypatch.setattr(imitation, "trajectories", recorded_trajectories)
     monkeypatch.setattr(imitation, "train_minibatch", recorded_train_minibatch)
     result = imitation.main(["--quick", "--trajectories", "--replay", "16", "--",
                              "--carry-state", "full"])
