@@ -199,6 +199,7 @@ def test_imitation_trajectories_acting_network(monkeypatch):
     result = imitation.main(["--quick", "--trajectories", "--acting", "network"])
     assert result["acting"] == "network" and [row["minibatches"] for row in result["rows"]] == [2, 4]
 
+
 def test_imitation_trajectories_replay(monkeypatch):
     """--replay: the learner's minibatch is drawn from the stored states, each with the network
     state carried into it when it was new (a replay of 16 holds the last two steps of --quick's 8
