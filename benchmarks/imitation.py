@@ -6,18 +6,21 @@ part.
     python benchmarks/imitation.py [--env DynamicMaze] [--minutes 6] [--states 200000]
         [--data FILE] [--json FILE] [-- EXAMPLE_FLAGS]   # e.g. -- --model mlp, or -- --hrm patch=1
     python benchmarks/imitation.py --trajectories [--mazes 128] [--acting oracle|network]
-        [--replay N [--relabel]] [-- --carry reset]
+        [--replay N [--relabel]] [--target actions|values] [-- --carry reset]
 
 Data: the states the oracle visits while acting epsilon-greedily (eps 0.3, so that states off its
 paths appear too), each labelled with every action on a shortest path under the current doors
 (``hrm_torchrl.oracle.optimal_actions``); states where closed doors block every path are left out.
 The held-out states come from other mazes. Labelling takes minutes (A* in Python), so ``--data``
-keeps the states in a file that later runs with the same --env, --states, --held-out and --seed
-load. Loss: minus the log of the probability that softmax(Q) puts on the optimal actions. The
-network, the optimizer (AdamW with the preset's groups, lr and betas), the minibatch size,
-gradient clipping, deep supervision (one optimizer step per segment) and torch.compile are the
-example's, from its preset and the flags after ``--``; the HRM runs Reset Z, as the oracle's
-policy needs no memory.
+keeps the states in a file that later runs with the same --env, --states, --held-out, --seed and
+gamma load. Loss: minus the log of the probability that softmax(Q) puts on the optimal actions, or
+with ``--target values`` the squared error of each action's Q-value against the oracle's Q* under
+the preset's gamma and the current doors (``hrm_torchrl.oracle.optimal_values``): the exact value
+of the target that DQN bootstraps, on all four actions, so that a run says what regressing values
+instead of ranking actions costs, with no bootstrap and no exploration in the way. The network, the
+optimizer (AdamW with the preset's groups, lr and betas), the minibatch size, gradient clipping,
+deep supervision (one optimizer step per segment) and torch.compile are the example's, from its
+preset and the flags after ``--``; the HRM runs Reset Z, as the oracle's policy needs no memory.
 
 ``--trajectories`` asks whether carrying the network's state helps when the target is exact: it
 trains online along the same oracle's trajectories on ``--mazes`` mazes, one minibatch per env
@@ -63,14 +66,16 @@ from tqdm import tqdm
 from hrm_torchrl import make_env
 from hrm_torchrl.evaluation import first_episodes, success_by_distance, summarize
 from hrm_torchrl.mazes import CODES
-from hrm_torchrl.oracle import OraclePolicy, optimal_actions
+from hrm_torchrl.oracle import OraclePolicy, optimal_values
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pipeline_speed import load_example  # noqa: E402
 
 FAR = 8  # steps from the goal: the accuracy of the longer plans is reported apart
 EPS = 0.3  # random actions of the acting policy, so that states off its paths appear too
+LABELS = ("optimal", "distance", "values")  # what label() writes
 ACTING = ("oracle", "network")
+TARGETS = ("actions", "values")
 
 
 def oracle_policy(env, eps: float = EPS) -> TensorDictSequential:
@@ -79,16 +84,21 @@ def oracle_policy(env, eps: float = EPS) -> TensorDictSequential:
                                                               eps_end=eps))
 
 
-def label(observation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``optimal_actions`` of each of ``observation``'s [N, 121] rows: ([N, 4] bool, [N])."""
-    labels = [optimal_actions(o) for o in observation.numpy()]
-    return (torch.from_numpy(np.stack([a for a, _ in labels])),
-            torch.tensor([d for _, d in labels]))
+def label(observation: torch.Tensor, gamma: float) -> dict[str, torch.Tensor]:
+    """The oracle's answer for each of ``observation``'s [N, 121] rows: ``"values"`` ([N, 4],
+    ``optimal_values`` under ``gamma``, NaN where no path exists), ``"optimal"`` ([N, 4] bool, the
+    actions of highest value, as ``optimal_actions``; none where no path exists) and
+    ``"distance"`` ([N], -1 where no path exists)."""
+    labels = [optimal_values(o, gamma) for o in observation.numpy()]
+    values = torch.from_numpy(np.stack([v for v, _ in labels]))
+    return {"values": values, "optimal": values == values.max(-1, keepdim=True).values,
+            "distance": torch.tensor([d for _, d in labels])}
 
 
-def oracle_states(env_name: str, states: int, seed: int, mazes: int = 64) -> TensorDict:
+def oracle_states(env_name: str, states: int, seed: int, gamma: float,
+                  mazes: int = 64) -> TensorDict:
     """``states`` observations the epsilon-greedy oracle visits on ``mazes`` mazes from ``seed``,
-    with ``"optimal"`` ([N, 4] bool) and ``"distance"`` ([N]); states without a path left out."""
+    with ``label``'s entries under ``gamma``; states without a path left out."""
     env = make_env(env_name, num_envs=mazes, seed=seed)
     policy = oracle_policy(env)
     kept, have = [], 0
@@ -96,20 +106,19 @@ def oracle_states(env_name: str, states: int, seed: int, mazes: int = 64) -> Ten
         with torch.no_grad():
             rollout = env.rollout(-(-(states - have) // mazes), policy, break_when_any_done=False)
         observation = rollout["observation"].reshape(-1, rollout["observation"].shape[-1])
-        optimal, distance = label(observation)
-        keep = distance >= 0
-        kept.append(TensorDict({"observation": observation[keep], "optimal": optimal[keep],
-                                "distance": distance[keep]}, batch_size=[int(keep.sum())]))
+        labels = TensorDict({"observation": observation, **label(observation, gamma)},
+                            batch_size=[len(observation)])
+        kept.append(labels[labels["distance"] >= 0])
         have += len(kept[-1])
     env.close()
     return torch.cat(kept)[:states]
 
 
-def trajectories(env, acting: str = "oracle"):
+def trajectories(env, acting: str, gamma: float):
     """Endless minibatches along epsilon-greedy (eps 0.3) trajectories on ``env``'s mazes (a
     ``make_env`` env, with the network's primer when it carries state): yields each step's
-    tensordict, with ``"optimal"`` and ``"distance"`` as in ``oracle_states`` (all False and -1
-    where no path exists). Run the network on it in place before the next ``next()``: the state
+    tensordict, with ``label``'s entries under ``gamma`` (all False, -1 and NaN where no path
+    exists). Run the network on it in place before the next ``next()``: the state
     it writes to ``"next"`` is carried into the next step, as in a collector; then the A* oracle
     acts (``acting="oracle"``), or the network's own greedy action under those Q-values
     (``acting="network"``, as DAgger does), with eps 0.3 random actions either way.
@@ -117,16 +126,15 @@ def trajectories(env, acting: str = "oracle"):
     if acting not in ACTING:
         raise ValueError(f"acting must be one of {ACTING}, got {acting!r}")
     if acting == "oracle":
-        policy, dropped = oracle_policy(env), ("action_value", "optimal", "distance")
+        policy, dropped = oracle_policy(env), ("action_value", *LABELS)
     else:  # the Q-values the network just wrote pick the action: no second forward pass
         policy = TensorDictSequential(
             QValueModule(spec=env.action_spec_unbatched),
             EGreedyModule(env.action_spec, eps_init=EPS, eps_end=EPS))
-        dropped = ("optimal", "distance")
+        dropped = LABELS
     tensordict = env.reset()
     while True:
-        optimal, distance = label(tensordict["observation"])
-        tensordict.update({"optimal": optimal, "distance": distance})
+        tensordict.update(label(tensordict["observation"], gamma))
         yield tensordict
         with torch.no_grad():  # detached, and without the training entries: no graph outlives
             # its step, so a carried state's gradient stops where the step starts
@@ -134,17 +142,15 @@ def trajectories(env, acting: str = "oracle"):
             _, tensordict = env.step_and_maybe_reset(acted)
 
 
-def moved_goal(states: TensorDict, generator: torch.Generator) -> TensorDict:
-    """``states`` with each goal token moved to a random floor cell (and ``"optimal"`` and
-    ``"distance"`` for the new goal); every other entry, the carried state among them, kept."""
+def moved_goal(states: TensorDict, generator: torch.Generator, gamma: float) -> TensorDict:
+    """``states`` with each goal token moved to a random floor cell (and ``label``'s entries
+    for the new goal); every other entry, the carried state among them, kept."""
     observation = states["observation"].clone()
     for row in observation:
         row[row == CODES["goal"]] = CODES["floor"]  # not there when the agent stands on it
         floor = (row == CODES["floor"]).nonzero().squeeze(-1)
         row[floor[torch.randint(len(floor), (1,), generator=generator)]] = CODES["goal"]
-    optimal, distance = label(observation)
-    return states.clone().update({"observation": observation, "optimal": optimal,
-                                  "distance": distance})
+    return states.clone().update({"observation": observation, **label(observation, gamma)})
 
 
 def sampled(data: TensorDict, batch_size: int, generator: torch.Generator):
@@ -153,11 +159,11 @@ def sampled(data: TensorDict, batch_size: int, generator: torch.Generator):
         yield data[torch.randint(len(data), (batch_size,), generator=generator)]
 
 
-def load_or_collect(path: str | None, env_name: str, states: int, held_out: int,
-                    seed: int) -> tuple[TensorDict, TensorDict]:
+def load_or_collect(path: str | None, env_name: str, states: int, held_out: int, seed: int,
+                    gamma: float) -> tuple[TensorDict, TensorDict]:
     """The training and held-out states: from ``path`` when it exists (made with the same
     arguments), else collected, and saved there when ``path`` is given."""
-    key = {"env": env_name, "states": states, "held_out": held_out, "seed": seed}
+    key = {"env": env_name, "states": states, "held_out": held_out, "seed": seed, "gamma": gamma}
     if path and Path(path).exists():
         saved = torch.load(path, weights_only=False)
         if saved.get("key") != key:
@@ -165,8 +171,8 @@ def load_or_collect(path: str | None, env_name: str, states: int, held_out: int,
                              f"for {key}; give another --data file")
         return saved["train"], saved["held_out"]
     started = time.perf_counter()
-    train = oracle_states(env_name, states, seed=seed)
-    held = oracle_states(env_name, held_out, seed=seed + 1_000_000)
+    train = oracle_states(env_name, states, seed=seed, gamma=gamma)
+    held = oracle_states(env_name, held_out, seed=seed + 1_000_000, gamma=gamma)
     tqdm.write(f"{len(train)} + {len(held)} oracle states in {time.perf_counter() - started:.0f} s")
     if path:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -174,12 +180,18 @@ def load_or_collect(path: str | None, env_name: str, states: int, held_out: int,
     return train, held
 
 
-def imitation_loss(action_value: torch.Tensor, optimal: torch.Tensor) -> torch.Tensor:
-    """-log P(optimal actions) under softmax(Q), averaged over the rows that have an optimal
-    action (a row without one, where no path exists, counts nothing)."""
-    has_path = optimal.any(-1)
-    log_p = torch.log_softmax(action_value[has_path].float(), -1)
-    return -torch.logsumexp(log_p.masked_fill(~optimal[has_path], float("-inf")), -1).mean()
+def imitation_loss(action_value: torch.Tensor, batch: TensorDict, target: str) -> torch.Tensor:
+    """The loss toward the oracle's answer, averaged over ``batch``'s rows that have a path (a
+    row without one counts nothing). ``target="actions"``: -log P(optimal actions) under
+    softmax(Q). ``target="values"``: the squared error of every action's Q-value against
+    ``optimal_values``, as DQN's l2 loss against an exact target (on all four actions)."""
+    has_path = batch["distance"] >= 0
+    action_value = action_value[has_path].float()
+    if target == "values":
+        return (action_value - batch["values"][has_path]).pow(2).mean()
+    log_p = torch.log_softmax(action_value, -1)
+    return -torch.logsumexp(log_p.masked_fill(~batch["optimal"][has_path], float("-inf")),
+                            -1).mean()
 
 
 def hits(action_value: torch.Tensor, batch: TensorDict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -217,6 +229,9 @@ def main(argv=None):
                         help="with --trajectories: mazes, i.e. the minibatch size")
     parser.add_argument("--acting", choices=ACTING, default="oracle",
                         help="with --trajectories: who picks the greedy action on the mazes")
+    parser.add_argument("--target", choices=TARGETS, default="actions",
+                        help="the oracle's optimal actions (cross-entropy) or its action values "
+                             "(squared error)")
     parser.add_argument("--replay", type=int, default=0,
                         help="with --trajectories: train on minibatches from a replay of N states")
     parser.add_argument("--relabel", action="store_true",
@@ -274,7 +289,7 @@ def main(argv=None):
 
     if not args.trajectories:
         train, held_out = load_or_collect(args.data, args.env, args.states, args.held_out,
-                                          args.seed)
+                                          args.seed, cfg["gamma"])
         tqdm.write(f"mean distance to the goal {train['distance'].float().mean():.1f}")
 
     net, description = example.make_network(cfg)
@@ -287,10 +302,10 @@ def main(argv=None):
     generator = torch.Generator().manual_seed(args.seed)
     if args.trajectories:
         train_env = make_env(args.env, num_envs=args.mazes, seed=args.seed, primer=primer)
-        batches, batch_size = trajectories(train_env, args.acting), args.mazes
+        batches, batch_size = trajectories(train_env, args.acting, cfg["gamma"]), args.mazes
         replay = TensorDictReplayBuffer(storage=LazyTensorStorage(args.replay),
                                         batch_size=batch_size) if args.replay else None
-        stored = ["observation", "is_init", "optimal", "distance", *state_keys]
+        stored = ["observation", "is_init", *LABELS, *state_keys]
     else:
         batches, batch_size = sampled(train, cfg["batch_size"], generator), cfg["batch_size"]
         replay = None
@@ -321,10 +336,10 @@ def main(argv=None):
                     net(live)
                 replay.extend(live.select(*stored))
                 if args.relabel:
-                    replay.extend(moved_goal(live.select(*stored), generator))
+                    replay.extend(moved_goal(live.select(*stored), generator, cfg["gamma"]))
                 batch = replay.sample()
             loss, steps = train_minibatch(net, batch, optimizer, cfg["grad_clip"],
-                                          cfg["deep_supervision"])
+                                          cfg["deep_supervision"], args.target)
             if args.trajectories:  # the Q-values of the new states, before the update
                 online.append(hits(live["action_value"], live))
             minibatches, optimizer_steps = minibatches + 1, optimizer_steps + steps
@@ -345,7 +360,8 @@ def main(argv=None):
               "carry": cfg["carry"],
               "carry_state": cfg["carry_state"] if cfg["model"] == "hrm" else None,
               "data": "trajectories" if args.trajectories else "states",
-              "acting": args.acting if args.trajectories else None, "replay": args.replay,
+              "acting": args.acting if args.trajectories else None, "target": args.target,
+              "gamma": cfg["gamma"], "replay": args.replay,
               "relabel": args.relabel,
               "batch_size": batch_size, "states": None if args.trajectories else len(train),
               "rows": rows}
@@ -356,9 +372,9 @@ def main(argv=None):
 
 
 def train_minibatch(net, batch: TensorDict, optimizer, grad_clip: float,
-                    deep_supervision: bool) -> tuple[float, int]:
-    """Trains on one minibatch, as the example's minibatch_update with the imitation loss in
-    place of DQN's: one optimizer step, or with deep supervision one per segment, each segment
+                    deep_supervision: bool, target: str) -> tuple[float, int]:
+    """Trains on one minibatch, as the example's minibatch_update with ``imitation_loss`` toward
+    ``target`` in place of DQN's: one optimizer step, or with deep supervision one per segment, each segment
     starting from the previous one's detached state. Without deep supervision the network runs
     on ``batch`` in place (its Q-values and carried state land there). Returns the last loss and
     the steps taken."""
@@ -368,7 +384,7 @@ def train_minibatch(net, batch: TensorDict, optimizer, grad_clip: float,
         q_values = [net(batch)["action_value"]]
     steps = 0
     for q in q_values:
-        loss = imitation_loss(q, batch["optimal"])
+        loss = imitation_loss(q, batch, target)
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)

@@ -91,12 +91,23 @@ def test_imitation_quick(tmp_path, monkeypatch):
 def test_imitation_loss_and_bad_networks():
     import torch
 
+    from tensordict import TensorDict
+
     imitation = load("imitation")
-    q = torch.zeros(2, 4)
-    optimal = torch.tensor([[True, True, False, False], [False, False, False, True]])
+    q = torch.zeros(3, 4)
+    nan = float("nan")
+    batch = TensorDict({  # the third row has no path: it counts nothing
+        "optimal": torch.tensor([[True, True, False, False], [False, False, False, True],
+                                 [False] * 4]),
+        "values": torch.tensor([[0.9, 0.9, 0.5, -0.01], [0.0, 0.0, 0.0, 1.0], [nan] * 4]),
+        "distance": torch.tensor([3, 1, -1])}, [3])
     # uniform Q: P(optimal) = 1/2 and 1/4
     expected = -(torch.log(torch.tensor(0.5)) + torch.log(torch.tensor(0.25))) / 2
-    assert torch.isclose(imitation.imitation_loss(q, optimal), expected)
+    assert torch.isclose(imitation.imitation_loss(q, batch, "actions"), expected)
+    # values: the squared error over the 8 entries of the rows with a path
+    expected = torch.tensor((2 * 0.81 + 0.25 + 0.0001 + 1.0) / 8)
+    assert torch.isclose(imitation.imitation_loss(q, batch, "values"), expected)
+    assert imitation.imitation_loss(batch["values"].nan_to_num(), batch, "values") == 0
     for flags in (["--model", "lstm"], ["--carry", "carry"]):
         with pytest.raises(SystemExit, match="must not carry state"):
             imitation.main(["--quick", "--", *flags])
@@ -110,7 +121,7 @@ def test_imitation_trajectories_carry_the_state():
     import torch
 
     from hrm_torchrl import HRMConfig, HRMQValueNet, make_env
-    from hrm_torchrl.oracle import optimal_actions
+    from hrm_torchrl.oracle import optimal_actions, optimal_values
 
     imitation = load("imitation")
 
@@ -118,7 +129,7 @@ def test_imitation_trajectories_carry_the_state():
         torch.manual_seed(0)
         net = HRMQValueNet(HRMConfig.cpu(), carry=carry, carry_state="full")
         env = make_env("DynamicMaze", num_envs=4, seed=0, primer=net.make_tensordict_primer())
-        batches = imitation.trajectories(env)
+        batches = imitation.trajectories(env, "oracle", 0.95)
         seen, carried = [], None
         for _ in range(6):
             batch = next(batches)
@@ -127,6 +138,8 @@ def test_imitation_trajectories_carry_the_state():
                 actions, distance = optimal_actions(observation)
                 assert batch["optimal"][row].tolist() == actions.tolist()
                 assert batch["distance"][row] == distance
+                values = torch.from_numpy(optimal_values(observation, 0.95)[0])
+                assert torch.allclose(batch["values"][row], values, rtol=0, atol=0, equal_nan=True)
             if carried is not None:  # the state the network wrote last step, where not reset
                 kept = ~batch["is_init"].squeeze(-1)
                 assert kept.any()
@@ -143,8 +156,6 @@ def test_imitation_trajectories_carry_the_state():
 
 
 def test_imitation_trajectories_quick():
-    import torch
-
     imitation = load("imitation")
     result = imitation.main(["--quick", "--trajectories", "--", "--carry-state", "full"])
     assert (result["data"], result["carry"], result["carry_state"]) == ("trajectories", "carry", "full")
@@ -161,10 +172,9 @@ def test_imitation_trajectories_quick():
                           (["--trajectories", "--mazes", "0"], "--mazes must be at least 1, got 0")):
         with pytest.raises(SystemExit, match=message):
             imitation.main(argv)
-    # a row without an optimal action (no path) counts nothing in the loss
-    optimal = torch.tensor([[True, True, False, False], [False, False, False, False]])
-    assert torch.isclose(imitation.imitation_loss(torch.zeros(2, 4), optimal),
-                         -torch.log(torch.tensor(0.5)))
+    values = imitation.main(["--quick", "--trajectories", "--target", "values"])
+    assert (values["target"], values["gamma"]) == ("values", 0.95)  # the cpu preset's gamma
+    assert [row["minibatches"] for row in values["rows"]] == [2, 4] and values["rows"][-1]["loss"] > 0
 
 
 def test_imitation_trajectories_acting_network(monkeypatch):
@@ -182,7 +192,7 @@ def test_imitation_trajectories_acting_network(monkeypatch):
     taken, step = [], env.step_and_maybe_reset
     monkeypatch.setattr(env, "step_and_maybe_reset",
                         lambda td: (taken.append(td["action"].clone()), step(td))[1])
-    batches = imitation.trajectories(env, "network")
+    batches = imitation.trajectories(env, "network", 0.95)
     greedy = []
     for _ in range(6):
         batch = next(batches)
@@ -193,7 +203,7 @@ def test_imitation_trajectories_acting_network(monkeypatch):
     env.close()
     assert torch.equal(torch.stack(taken).argmax(-1), torch.stack(greedy))
     with pytest.raises(ValueError, match="acting must be one of .*, got 'learner'"):
-        next(imitation.trajectories(env, "learner"))
+        next(imitation.trajectories(env, "learner", 0.95))
     with pytest.raises(SystemExit, match="--acting network picks .* give --trajectories"):
         imitation.main(["--acting", "network"])
     result = imitation.main(["--quick", "--trajectories", "--acting", "network"])
@@ -208,8 +218,8 @@ def test_imitation_trajectories_replay(monkeypatch):
     new_states, learned = [], []
     trajectories, train_minibatch = imitation.trajectories, imitation.train_minibatch
 
-    def recorded_trajectories(env, acting):
-        for batch in trajectories(env, acting):
+    def recorded_trajectories(*args):
+        for batch in trajectories(*args):
             new_states.append(batch.select("observation", "z_H").clone())
             yield batch
 
@@ -253,7 +263,7 @@ def test_imitation_moved_goal():
     observation = env.reset()["observation"]
     env.close()
     states = TensorDict({"observation": observation, "z_H": torch.randn(6, 3)}, [6])
-    moved = imitation.moved_goal(states, torch.Generator().manual_seed(0))
+    moved = imitation.moved_goal(states, torch.Generator().manual_seed(0), 0.95)
     assert torch.equal(moved["z_H"], states["z_H"])
     for before, after, optimal, distance in zip(observation, moved["observation"],
                                                 moved["optimal"], moved["distance"]):
@@ -268,3 +278,39 @@ def test_imitation_moved_goal():
         imitation.main(["--trajectories", "--relabel"])
     result = imitation.main(["--quick", "--trajectories", "--replay", "32", "--relabel"])
     assert result["relabel"] and [row["minibatches"] for row in result["rows"]] == [2, 4]
+
+
+def test_oracle_target_runs_the_example_with_the_oracle_estimator(tmp_path):
+    import subprocess
+    import sys
+
+    from hrm_torchrl import make_env
+    from hrm_torchrl.oracle import OracleValueEstimator
+
+    script = load("oracle_target")
+    example = script.load_example()
+    make_learner = script.oracle_target(example.make_learner)
+    cfg = example.resolve_config(example.parse_args(["--env", "DynamicMaze", "--no-compile"]))
+    net, _ = example.make_network(cfg)
+    env = make_env("DynamicMaze", num_envs=1)
+    spec = env.action_spec_unbatched
+    env.close()
+    _, loss_module, _, _ = make_learner(net, spec, cfg)
+    assert isinstance(loss_module.value_estimator, OracleValueEstimator)
+    assert loss_module.value_estimator.gamma == cfg["gamma"]
+    with pytest.raises(SystemExit, match="--deep-supervision asks for targets"):
+        make_learner(net, spec, cfg | {"deep_supervision": True})
+    with pytest.raises(SystemExit, match="give --run-dir"):
+        script.main(["--env", "DynamicMaze"])
+    # a short run of the example's own loop
+    run_dir = tmp_path / "oracle"
+    small = ["--workers", "2", "--envs-per-worker", "4", "--frames-per-batch", "64",
+             "--warmup-frames", "128", "--batch-size", "16", "--eval-episodes", "8",
+             "--eval-every", "256", "--minutes", "0", "--buffer-size", "10000", "--no-compile"]
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "oracle_target.py"), *small,
+                           "--env", "DynamicMaze", "--frames", "384", "--run-dir", str(run_dir)],
+                          capture_output=True, text=True, timeout=180, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["target"] == "oracle" and summary["env"] == "DynamicMaze"
+    assert summary["updates"] > 0 and (run_dir / "metrics.csv").exists()

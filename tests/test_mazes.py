@@ -21,7 +21,14 @@ from hrm_torchrl.mazes import (
     DynamicMaze,
     FourRoomsDoors,
 )
-from hrm_torchrl.oracle import OraclePolicy, episode_stats, optimal_actions, oracle_action
+from hrm_torchrl.oracle import (
+    OraclePolicy,
+    OracleValueEstimator,
+    episode_stats,
+    optimal_actions,
+    optimal_values,
+    oracle_action,
+)
 
 IDS = ["HRM-FourRoomsDoors-v0", "HRM-DynamicMaze-v0"]
 
@@ -312,6 +319,60 @@ def test_optimal_actions_are_the_shortest_path_moves(walks):
     assert blocked > 0 and branching > 0  # both cases were met
     done = np.full((11, 11), ord("."), np.uint8)  # a terminal frame: no agent, no goal drawn
     assert optimal_actions(done)[1] == -1
+
+
+def test_optimal_values_satisfy_bellman_on_the_mazes_own_steps(walks):
+    """Q*(s, a) = r + gamma * max Q*(s') on the random walks' steps whose doors stayed put, with
+    the reward and next state the mazes themselves gave (r alone where the goal was reached)."""
+    gamma, checked, kinds = 0.95, 0, set()
+    for obs, _, action, next_obs, reward, terminated, *_ in walks[IDS[1]]:
+        if not np.array_equal(np.isin(obs, (WALL, CLOSED_DOOR)), np.isin(next_obs, (WALL, CLOSED_DOOR))):
+            continue  # a door opened or closed: Q* of the old doors does not hold
+        values, distance = optimal_values(obs, gamma)
+        if distance < 0:
+            assert np.isnan(values).all()
+            continue
+        after = 0.0 if terminated else np.nanmax(optimal_values(next_obs, gamma)[0])
+        assert values[action] == pytest.approx(reward + gamma * after, abs=1e-6)
+        kinds.add("goal" if terminated else "bump" if reward < 0 else "move")
+        checked += 1
+    assert checked > 500 and kinds == {"goal", "bump", "move"}
+    with pytest.raises(ValueError, match="gamma"):
+        optimal_values(obs, gamma=0.0)
+
+
+def test_oracle_value_estimator_gives_dqn_loss_the_exact_target():
+    from torchrl.modules import QValueActor
+    from torchrl.objectives import DQNLoss
+
+    torch.manual_seed(0)
+    env = hrm_torchrl.make_env("DynamicMaze", num_envs=8, seed=0)
+    actor = QValueActor(hrm_torchrl.MLPQValueNet(4), spec=env.action_spec_unbatched)
+    loss = DQNLoss(actor, loss_function="l2", delay_value=False)
+    loss.make_value_estimator(OracleValueEstimator(gamma=0.9))
+    with torch.no_grad():
+        data = env.rollout(6, actor, break_when_any_done=False).reshape(-1)
+    env.close()
+    q = actor(data.clone())["action_value"].detach()
+    taken = data["action"].argmax(-1)
+    values = [optimal_values(o, 0.9)[0][a] for o, a in zip(data["observation"].numpy(), taken)]
+    target = torch.tensor(values)
+    predicted = q.gather(-1, taken[:, None]).squeeze(-1)
+    target = torch.where(target.isnan(), predicted, target)  # no path: no loss
+    expected = (predicted - target).pow(2).mean()
+    assert torch.isclose(loss(data)["loss"], expected, atol=1e-6)
+    # a maze whose closed door blocks every path: the target is the prediction itself
+    grid = np.full((11, 11), ord("."), np.uint8)
+    grid[0, 0], grid[0, 1], grid[1, 0], grid[5, 5] = AGENT, CLOSED_DOOR, WALL, GOAL
+    blocked = data[:1].clone()
+    blocked["observation"] = torch.from_numpy(grid.reshape(1, -1)).to(blocked["observation"].dtype)
+    blocked["action_value"] = torch.tensor([[0.1, 0.2, 0.3, 0.4]])
+    blocked["action"] = torch.tensor([[False, False, True, False]])
+    assert loss.value_estimator.value_estimate(blocked).item() == pytest.approx(0.3)
+    with pytest.raises(KeyError, match="needs the network's 'action_value'"):
+        loss.value_estimator.value_estimate(data.exclude("action_value"))
+    with pytest.raises(ValueError, match="gamma must lie in"):
+        OracleValueEstimator(gamma=1.5)
 
 
 @pytest.mark.parametrize("num_envs", [1, 8])
