@@ -1,5 +1,5 @@
-"""examples/dqn_hrm.py with the A* oracle's exact Q*(s, a) in place of its bootstrapped TD target:
-what the RL loses to bootstrapping, everything else the same.
+"""examples/dqn_hrm.py with the A* oracle's exact Q*(s, a) in place of its bootstrapped TD target,
+everything else the same: what the bootstrap costs the RL, or gives it.
 
     python benchmarks/oracle_target.py --run-dir RUN [EXAMPLE_FLAGS]   # e.g. --env DynamicMaze
 

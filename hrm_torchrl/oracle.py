@@ -167,6 +167,7 @@ class OracleValueEstimator(ValueEstimatorBase):
         return values.gather(-1, index.unsqueeze(-1)).to(prediction.dtype)
 
     def forward(self, tensordict, *, params=None, target_params=None):
+        """Writes ``value_estimate`` to the ``value_target`` key, as TorchRL's estimators do."""
         tensordict.set(self.tensor_keys.value_target, self.value_estimate(tensordict))
         return tensordict
 

@@ -369,6 +369,7 @@ def test_oracle_value_estimator_gives_dqn_loss_the_exact_target():
     blocked["action_value"] = torch.tensor([[0.1, 0.2, 0.3, 0.4]])
     blocked["action"] = torch.tensor([[False, False, True, False]])
     assert loss.value_estimator.value_estimate(blocked).item() == pytest.approx(0.3)
+    assert loss.value_estimator(blocked.clone())["value_target"].item() == pytest.approx(0.3)
     with pytest.raises(KeyError, match="needs the network's 'action_value'"):
         loss.value_estimator.value_estimate(data.exclude("action_value"))
     with pytest.raises(ValueError, match="gamma must lie in"):
