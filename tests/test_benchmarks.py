@@ -302,12 +302,11 @@ def test_oracle_target_runs_the_example_with_the_oracle_estimator(tmp_path):
         make_learner(net, spec, cfg | {"deep_supervision": True})
     with pytest.raises(SystemExit, match="give --run-dir"):
         script.main(["--env", "DynamicMaze"])
-    # a short run of the example's own loop
+    # a short run of the example's own loop, with the example tests' small flags
+    from test_train import SMALL
+
     run_dir = tmp_path / "oracle"
-    small = ["--workers", "2", "--envs-per-worker", "4", "--frames-per-batch", "64",
-             "--warmup-frames", "128", "--batch-size", "16", "--eval-episodes", "8",
-             "--eval-every", "256", "--minutes", "0", "--buffer-size", "10000", "--no-compile"]
-    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "oracle_target.py"), *small,
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "oracle_target.py"), *SMALL,
                            "--env", "DynamicMaze", "--frames", "384", "--run-dir", str(run_dir)],
                           capture_output=True, text=True, timeout=180, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
