@@ -64,7 +64,7 @@ from torchrl.modules import EGreedyModule, QValueActor, QValueModule
 from tqdm import tqdm
 
 from hrm_torchrl import make_env
-from hrm_torchrl.evaluation import first_episodes, success_by_distance, summarize
+from hrm_torchrl.evaluation import first_episodes, learning_diagnostics, success_by_distance, summarize
 from hrm_torchrl.mazes import CODES
 from hrm_torchrl.oracle import OraclePolicy, optimal_values
 
@@ -394,18 +394,13 @@ def train_minibatch(net, batch: TensorDict, optimizer, grad_clip: float,
 
 
 def greedy_success(actor, eval_env, seed) -> dict:
-    """Greedy success on ``eval_env``'s mazes, and the share of the failed episodes' steps after
-    which the observation stayed the same (a bump into a wall with the doors unchanged: a network
-    that carries no state then repeats the same action)."""
+    """Greedy success on ``eval_env``'s mazes, the share of the failed episodes' steps that left
+    the observation unchanged (``learning_diagnostics``) and success by the goal's distance."""
     scores = first_episodes(actor, eval_env, seed)
     summary = summarize(scores)
-    rollout = scores["rollout"]
-    unchanged = (rollout["next", "observation"] == rollout["observation"]).all(-1)
-    failed = ~torch.as_tensor(scores["success"])  # a failed first episode spans the whole rollout
     return {"success_rate": summary["success_rate"],
             "mean_success_length": summary["mean_success_length"],
-            "failed_steps_unchanged": float(unchanged[failed].float().mean()) if failed.any()
-            else float("nan"),
+            "failed_steps_unchanged": learning_diagnostics(scores)["failed_steps_unchanged"],
             "success_by_distance": success_by_distance(scores)}
 
 

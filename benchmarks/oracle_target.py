@@ -12,7 +12,8 @@ read; rewards, n-step windows and done flags go unread too. Relabeled frames get
 goal drawn in them. Labelling is A* in Python (~0.3 ms per replayed row: ~40 ms per minibatch of
 128 on the cpu preset), which the run's frames per second pay. ``summary.json`` gets
 ``"target": "oracle"``. The HRM's deep supervision (the paper preset) asks the estimator for targets
-before the network has run, which it cannot answer; it is refused.
+before the network has run, which it cannot answer; it is refused, as is ``--advantage-learning``,
+whose TD target the oracle's replaces.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ def oracle_target(make_learner):
         if cfg["deep_supervision"]:
             raise SystemExit("error: the oracle's target needs the Q-values DQNLoss computes first; "
                              "--deep-supervision asks for targets before them")
+        if cfg["advantage_learning"] > 0:
+            raise SystemExit("error: the oracle's target replaces the TD target that "
+                             "--advantage-learning changes; give one or the other")
         actor, loss_module, target_updater, optimizer = make_learner(net, action_spec, cfg)
         loss_module.make_value_estimator(OracleValueEstimator(cfg["gamma"]))
         return actor, loss_module, target_updater, optimizer

@@ -12,8 +12,9 @@ preset's value:
 Pipeline: make_env workers -> MultiSyncCollector or RayCollector (epsilon-greedy QValueActor)
 -> [hindsight relabeling] -> [n-step returns] -> LazyTensorStorage replay -> DQN updates (HRM deep
 supervision: one optimizer step per segment, targets from the target network once per minibatch;
-or plain DQNLoss) -> SoftUpdate of the target network after every optimizer step -> fresh weights
-to the workers. Ctrl-C or SIGTERM saves and exits 0.
+or plain DQNLoss; TD targets, with --advantage-learning minus the target network's action gap)
+-> SoftUpdate of the target network after every optimizer step -> fresh weights to the workers.
+Ctrl-C or SIGTERM saves and exits 0.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from torchrl.weight_update import MultiProcessWeightSyncScheme
 from tqdm import tqdm
 
 from hrm_torchrl import MAZES, HindsightRelabel, HRMConfig, HRMQValueNet, MultiStep, make_env
+from hrm_torchrl.action_gap import AdvantageLearningEstimator
 from hrm_torchrl.baselines import LSTMQValueNet, MLPQValueNet
 from hrm_torchrl.evaluation import first_episodes, learning_diagnostics, oracle_mean_episode_length, summarize
 
@@ -55,18 +57,18 @@ PRESETS = {
         workers=5, envs_per_worker=16, frames_per_batch=256, batch_size=256,
         buffer_size=1_048_576, updates_per_batch=1, warmup_frames=2_560, lr=1e-4,
         embedding_lr=1e-2, embedding_weight_decay=0.1, betas=(0.9, 0.95), gamma=0.95, n_steps=1,
-        double_dqn=False, deep_supervision=True, eps_init=1.0, eps_end=0.15, eps_frames=None,
-        eps_updates=300_000, target_eps=0.999, grad_clip=1.0, eval_every=50_000,
-        eval_episodes=200, compile=False,
+        advantage_learning=0.0, double_dqn=False, deep_supervision=True, eps_init=1.0,
+        eps_end=0.15, eps_frames=None, eps_updates=300_000, target_eps=0.999, grad_clip=1.0,
+        eval_every=50_000, eval_episodes=200, compile=False,
     ),
     "cpu": dict(
         model="hrm", hrm_config="cpu", hindsight=1, frames=1_000_000, minutes=20.0, threads=0,
         workers=2, envs_per_worker=32, frames_per_batch=1024, batch_size=128,
         buffer_size=1_000_000, updates_per_batch=16, warmup_frames=2_048, lr=1e-3,
         embedding_lr=1e-2, embedding_weight_decay=0.1, betas=(0.9, 0.95), gamma=0.95, n_steps=3,
-        double_dqn=False, deep_supervision=False, eps_init=1.0, eps_end=0.1, eps_frames=100_000,
-        eps_updates=None, target_eps=0.99, grad_clip=1.0, eval_every=50_000,
-        eval_episodes=200, compile=True,
+        advantage_learning=0.0, double_dqn=False, deep_supervision=False, eps_init=1.0,
+        eps_end=0.1, eps_frames=100_000, eps_updates=None, target_eps=0.99, grad_clip=1.0,
+        eval_every=50_000, eval_episodes=200, compile=True,
     ),
 }
 EVAL_SEED = 10_000_000  # evaluation mazes never share seeds with training mazes
@@ -112,6 +114,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, help="learning rate of the model parameters")
     p.add_argument("--gamma", type=float, help="discount")
     p.add_argument("--n-steps", type=int, help="n-step returns when > 1")
+    p.add_argument("--advantage-learning", type=float, metavar="ALPHA",
+                   help="subtract ALPHA times the target network's action gap from the TD target "
+                        "(hrm_torchrl.action_gap; 0: plain TD)")
     p.add_argument("--double-dqn", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--eps-end", type=float, help="final epsilon")
     p.add_argument("--eps-frames", type=int, help="anneal epsilon over this many collected frames")
@@ -198,6 +203,9 @@ def resolve_config(args: argparse.Namespace) -> dict:
         raise SystemExit(f"error: --lr must be positive, got {cfg['lr']}")
     if not 0 < cfg["gamma"] <= 1:
         raise SystemExit(f"error: --gamma must lie in (0, 1], got {cfg['gamma']}")
+    if not 0 <= cfg["advantage_learning"] < 1:
+        raise SystemExit(f"error: --advantage-learning must lie in [0, 1), got "
+                         f"{cfg['advantage_learning']}")
     if not 0 <= cfg["target_eps"] < 1:
         raise SystemExit(f"error: --target-eps must lie in [0, 1), got {cfg['target_eps']}")
     if not 0 <= cfg["eps_end"] <= cfg["eps_init"]:
@@ -311,7 +319,11 @@ def make_learner(net, action_spec, cfg: dict):
     actor = QValueActor(net, spec=action_spec)
     loss_module = DQNLoss(actor, loss_function="l2", delay_value=True,
                           double_dqn=cfg["double_dqn"])
-    loss_module.make_value_estimator(gamma=cfg["gamma"])
+    if cfg["advantage_learning"] > 0:
+        loss_module.make_value_estimator(AdvantageLearningEstimator(
+            gamma=cfg["gamma"], value_network=actor, alpha=cfg["advantage_learning"]))
+    else:
+        loss_module.make_value_estimator(gamma=cfg["gamma"])
     target_updater = SoftUpdate(loss_module, eps=cfg["target_eps"])
     return actor, loss_module, target_updater, make_optimizer(net, cfg)
 

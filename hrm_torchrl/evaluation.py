@@ -71,6 +71,9 @@ def learning_diagnostics(scores: dict, buffer=None) -> dict:
     actions' distribution over those states (0: one constant action; ln 4 = 1.386: uniform).
     ``replay_reward_share``: share of the frames in ``buffer`` (a TorchRL replay buffer) whose
     stored reward is positive (the n-step return when n > 1); nan without a buffer.
+    ``failed_steps_unchanged``: share of the failed episodes' steps after which the observation
+    stayed the same (a bump into a wall with the doors unchanged; a network that carries no state
+    then repeats it until the step limit); nan when none failed.
     """
     rollout = scores["rollout"]
     done = rollout["next", "done"].squeeze(-1)
@@ -84,8 +87,13 @@ def learning_diagnostics(scores: dict, buffer=None) -> dict:
     if buffer is not None and len(buffer):
         reward = buffer[: len(buffer)]["next", "reward"]
         reward_share = float((reward > 0).float().mean())
+    # a failed first episode spans the whole rollout
+    unchanged = (rollout["next", "observation"] == rollout["observation"]).all(-1)
+    failed = ~torch.as_tensor(scores["success"], device=unchanged.device)
     return {"q_std": float(greedy_q.std()) if len(greedy_q) > 1 else 0.0,
-            "action_entropy": float(entropy) + 0.0, "replay_reward_share": reward_share}  # no -0.0
+            "action_entropy": float(entropy) + 0.0, "replay_reward_share": reward_share,  # no -0.0
+            "failed_steps_unchanged": float(unchanged[failed].float().mean()) if failed.any()
+            else float("nan")}
 
 
 @functools.lru_cache(maxsize=16)

@@ -300,6 +300,8 @@ def test_oracle_target_runs_the_example_with_the_oracle_estimator(tmp_path):
     assert loss_module.value_estimator.gamma == cfg["gamma"]
     with pytest.raises(SystemExit, match="--deep-supervision asks for targets"):
         make_learner(net, spec, cfg | {"deep_supervision": True})
+    with pytest.raises(SystemExit, match="give one or the other"):
+        make_learner(net, spec, cfg | {"advantage_learning": 0.9})
     with pytest.raises(SystemExit, match="give --run-dir"):
         script.main(["--env", "DynamicMaze"])
     # a short run of the example's own loop, with the example tests' small flags

@@ -434,3 +434,31 @@ def test_success_by_distance_bins_the_start_distance():
               "success": np.array([True, False, True, False])}
     bins = {b["distance"]: (b["episodes"], b["success_rate"]) for b in success_by_distance(scores)}
     assert bins == {"blocked": (1, 0.0), "1-3": (2, 0.5), ">=16": (1, 1.0)}  # 2, 3 and 20 steps
+
+
+def test_learning_diagnostics_on_hand_made_episodes():
+    from tensordict import TensorDict
+
+    from hrm_torchrl.evaluation import learning_diagnostics
+
+    # 3 mazes x 4 steps: maze 0 reaches its goal at step 1 (its steps 2-3 are a second episode,
+    # not scored), mazes 1 and 2 fail; maze 1 stays in place after steps 0 and 2, maze 2 always
+    observation = torch.zeros(3, 5, 121, dtype=torch.uint8)
+    observation[0, 1:], observation[0, 2:] = 1, 2
+    observation[1, 2:], observation[1, 4:] = 1, 2
+    q = torch.zeros(3, 4, 4)
+    q[:2, :, 0] = 1.0  # greedy action 0, value 1
+    q[2, :, 1] = 3.0  # greedy action 1, value 3
+    q[0, 2:, 3] = 100.0  # the second episode's states: left out
+    done = torch.zeros(3, 4, 1, dtype=torch.bool)
+    done[0, 1], done[1:, 3] = True, True
+    rollout = TensorDict({"observation": observation[:, :4], "action_value": q,
+                          "next": {"observation": observation[:, 1:], "done": done}}, [3, 4])
+    scores = {"rollout": rollout, "success": np.array([True, False, False])}
+    result = learning_diagnostics(scores)
+    assert result["failed_steps_unchanged"] == pytest.approx(6 / 8)
+    assert result["action_entropy"] == pytest.approx(-(0.6 * np.log(0.6) + 0.4 * np.log(0.4)))
+    assert result["q_std"] == pytest.approx(torch.tensor([1.0] * 6 + [3.0] * 4).std().item())
+    assert np.isnan(result["replay_reward_share"])  # no buffer
+    scores["success"][:] = True
+    assert np.isnan(learning_diagnostics(scores)["failed_steps_unchanged"])  # none failed

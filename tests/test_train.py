@@ -87,6 +87,8 @@ def check_metrics(run_dir, min_rows):
         assert all(math.isfinite(v) for v in values.values()), row
         assert values["q_std"] >= 0 and 0 <= values["action_entropy"] <= math.log(4) + 1e-9
         assert 0 <= values["replay_reward_share"] <= 1
+        unchanged = float(row["failed_steps_unchanged"])  # nan: no episode failed
+        assert (0 <= unchanged <= 1) == (float(row["success_rate"]) < 1), row
     return rows
 
 
@@ -237,6 +239,7 @@ def test_stop_signal_saves_and_leaves_no_worker(tmp_path, collector, signum):
         (["--lr", "-0.001"], "--lr must be positive, got -0.001"),
         (["--gamma", "1.5"], "--gamma must lie in \\(0, 1\\], got 1.5"),
         (["--target-eps", "1"], "--target-eps must lie in \\[0, 1\\), got 1.0"),
+        (["--advantage-learning", "-0.1"], "--advantage-learning must lie in \\[0, 1\\), got -0.1"),
         (["--eps-frames", "10", "--eps-updates", "10"], "--eps-frames or --eps-updates, not both"),
         (["--eps-end", "1.5"], "--eps-end must lie in \\[0, 1.0\\]"),
         (["--collector", "spark"], "unknown --collector 'spark'; choose one of \\['multisync', 'ray'\\]"),
@@ -283,6 +286,26 @@ def test_flags_override_the_preset():
     mlp = example.resolve_config(example.parse_args(["--model", "mlp"]))
     assert mlp["carry"] == "none" and mlp["deep_supervision"] is False
     assert os.fspath(SCRIPT).endswith("dqn_hrm.py")
+
+
+def test_advantage_learning_flag_gives_dqn_loss_its_estimator():
+    from torchrl.objectives.value import TD0Estimator
+
+    from hrm_torchrl.action_gap import AdvantageLearningEstimator
+
+    example = load_example()
+    env = example.make_env("DynamicMaze", num_envs=1)
+    spec = env.action_spec_unbatched
+    env.close()
+    learners = {}
+    for alpha in ("0", "0.9"):
+        cfg = example.resolve_config(example.parse_args(["--advantage-learning", alpha,
+                                                         "--no-compile", "--device", "cpu"]))
+        net, _ = example.make_network(cfg)
+        learners[alpha] = example.make_learner(net, spec, cfg)[1].value_estimator
+    assert type(learners["0"]) is TD0Estimator  # the preset's: plain TD
+    assert isinstance(learners["0.9"], AdvantageLearningEstimator)
+    assert learners["0.9"].alpha == 0.9 and learners["0.9"].gamma == cfg["gamma"]
 
 
 @pytest.mark.parametrize("model", ["hrm", "mlp", "lstm"])

@@ -1,0 +1,97 @@
+"""Advantage learning (Bellemare et al. 2016, "Increasing the action gap"): a TD target that
+widens the gap between the best action's value and the others'.
+
+The plain TD target r + gamma max Q(s') has Q* as its fixed point. In the mazes, under gamma 0.95,
+a bump into a wall is worth only 0.03-0.06 less than the best move, less than a regression's
+error, so a greedy policy read off approximate Q-values walks into walls (benchmarks/README.md,
+"DynamicMaze: what holds it", part 7). Advantage learning subtracts ``alpha`` times the target
+network's own gap at the replayed state:
+
+    y = r + gamma max_a' Q_target(s', a') - alpha * (max_b Q_target(s, b) - Q_target(s, a))
+
+Its fixed point keeps the best action's value, V*(s), and stretches every other action's gap to
+V* by 1 / (1 - alpha) (10x for the usual alpha 0.9), so the greedy action is the same and the
+order of the actions survives larger errors.
+"""
+
+from __future__ import annotations
+
+import torch
+from tensordict.nn import TensorDictModuleBase
+from torchrl.objectives.utils import hold_out_net
+from torchrl.objectives.value import TD0Estimator
+
+
+class AdvantageLearningEstimator(TD0Estimator):
+    """TorchRL's TD(0) target minus ``alpha`` times the action gap of the replayed (s, a).
+
+    ``DQNLoss.make_value_estimator(AdvantageLearningEstimator(...))`` swaps it in for the loss's
+    own TD(0) estimator. The TD part is ``TD0Estimator``'s, so n-step data (``steps_to_next_obs``)
+    and Double DQN (DQNLoss passes its ``next_value``) work as they do there. The gap is computed
+    with the target parameters that DQNLoss passes (the online ones when it has no target network),
+    on the replayed state as stored, carried recurrent state included; it carries no gradient.
+
+    Args:
+        gamma: the discount.
+        value_network: the Q-value actor that DQNLoss trains (a ``QValueActor``: it writes
+            ``action_value`` for every action and ``chosen_action_value``).
+        alpha: the share of the gap subtracted, in [0, 1); 0 is TD(0).
+
+    Keyword Args:
+        action_key, action_value_key, value_key: the taken action (one-hot [*B, n] or an index),
+            the network's Q-values of every action ([*B, n]) and of its greedy one (the TD part's
+            next-state value; DQNLoss's ``chosen_action_value``).
+        **kwargs: passed to ``TD0Estimator``.
+
+    Examples:
+        >>> import torch
+        >>> from torchrl.modules import QValueActor
+        >>> from torchrl.objectives import DQNLoss
+        >>> from hrm_torchrl import make_env
+        >>> from hrm_torchrl.action_gap import AdvantageLearningEstimator
+        >>> from hrm_torchrl.baselines import MLPQValueNet
+        >>> env = make_env("DynamicMaze", num_envs=8, seed=0)
+        >>> actor = QValueActor(MLPQValueNet(4), spec=env.action_spec_unbatched)
+        >>> loss = DQNLoss(actor, loss_function="l2", delay_value=True)
+        >>> loss = loss.make_value_estimator(
+        ...     AdvantageLearningEstimator(gamma=0.95, value_network=actor, alpha=0.9))
+        >>> data = env.rollout(5, actor, break_when_any_done=False)  # [8 mazes, 5 steps]
+        >>> loss(data.reshape(-1))["loss"].backward()
+    """
+
+    def __init__(self, *, gamma: float, value_network: TensorDictModuleBase, alpha: float = 0.9,
+                 action_key="action", action_value_key="action_value",
+                 value_key="chosen_action_value", **kwargs):
+        if not 0 <= alpha < 1:
+            raise ValueError(f"alpha must lie in [0, 1), got {alpha}")
+        if value_network is None:
+            raise ValueError("AdvantageLearningEstimator needs the value_network (the Q-value "
+                             "actor) to compute the action gap of the replayed states")
+        super().__init__(gamma=gamma, value_network=value_network, **kwargs)
+        self.set_keys(value=value_key)
+        self.alpha = alpha
+        self.action_key, self.action_value_key = action_key, action_value_key
+
+    def action_gap(self, tensordict, target_params=None) -> torch.Tensor:
+        """max_b Q(s, b) - Q(s, a) of each row under ``target_params``, [*B, 1], no gradient."""
+        state = tensordict.select(*self.value_network.in_keys, strict=False).copy()
+        with torch.no_grad(), (
+            hold_out_net(self.value_network) if target_params is None
+            else target_params.to_module(self.value_network, preserve_module_state=False)
+        ):
+            q = self.value_network(state).get(self.action_value_key)
+        action = tensordict.get(self.action_key)
+        if action.shape[-1] == q.shape[-1] and action.ndim == q.ndim:  # one-hot
+            taken = (q * action.to(q.dtype)).sum(-1, keepdim=True)
+        else:
+            taken = q.gather(-1, action.reshape(*q.shape[:-1], 1).long())
+        return q.max(-1, keepdim=True).values - taken
+
+    def value_estimate(self, tensordict, target_params=None, next_value=None, **kwargs):
+        """The TD(0) target minus ``alpha`` times the action gap, [*B, 1]."""
+        target = super().value_estimate(tensordict, target_params=target_params,
+                                        next_value=next_value, **kwargs)
+        if self.alpha == 0:
+            return target
+        gap = self.action_gap(tensordict, target_params)
+        return target - self.alpha * gap.to(target.dtype).view_as(target)
