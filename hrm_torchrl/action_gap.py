@@ -11,8 +11,8 @@ network's own gap at the replayed state:
 
 Its fixed point keeps the best action's value, V*(s), and stretches every other action's gap to
 V* by 1 / (1 - alpha) (10x for the usual alpha 0.9), so the greedy action is the same and the
-order of the actions survives larger errors. On DynamicMaze (part 8 there) alpha 0.9 cut the
-bumping in place but not the failures, at ~1.4x the wall time; the presets keep plain TD.
+order of the actions survives larger errors. On DynamicMaze (part 8 there) alpha 0.9 did not
+lift the RL in 3 of 3 runs, at 1.3-1.4x the wall time; the presets keep plain TD.
 """
 
 from __future__ import annotations
