@@ -374,10 +374,10 @@ def main(argv=None):
 def train_minibatch(net, batch: TensorDict, optimizer, grad_clip: float,
                     deep_supervision: bool, target: str) -> tuple[float, int]:
     """Trains on one minibatch, as the example's minibatch_update with ``imitation_loss`` toward
-    ``target`` in place of DQN's: one optimizer step, or with deep supervision one per segment, each segment
-    starting from the previous one's detached state. Without deep supervision the network runs
-    on ``batch`` in place (its Q-values and carried state land there). Returns the last loss and
-    the steps taken."""
+    ``target`` in place of DQN's: one optimizer step, or with deep supervision one per segment,
+    each segment starting from the previous one's detached state. Without deep supervision the
+    network runs on ``batch`` in place (its Q-values and carried state land there). Returns the last
+    loss and the steps taken."""
     if deep_supervision:
         q_values = net.supervision_segments(batch)
     else:

@@ -23,6 +23,14 @@ from torchrl.objectives.utils import hold_out_net
 from torchrl.objectives.value import TD0Estimator
 
 
+def taken_action_value(values: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+    """``values`` [*B, n] at the taken ``action`` (one-hot [*B, n] or an index [*B] / [*B, 1]),
+    [*B, 1]; a gather, so that NaN in the other actions' values stays out."""
+    one_hot = action.shape[-1] == values.shape[-1] and action.ndim == values.ndim
+    index = action.long().argmax(-1) if one_hot else action.reshape(values.shape[:-1]).long()
+    return values.gather(-1, index.unsqueeze(-1))
+
+
 class AdvantageLearningEstimator(TD0Estimator):
     """TorchRL's TD(0) target minus ``alpha`` times the action gap of the replayed (s, a).
 
@@ -81,11 +89,7 @@ class AdvantageLearningEstimator(TD0Estimator):
             else target_params.to_module(self.value_network, preserve_module_state=False)
         ):
             q = self.value_network(state).get(self.action_value_key)
-        action = tensordict.get(self.action_key)
-        if action.shape[-1] == q.shape[-1] and action.ndim == q.ndim:  # one-hot
-            taken = (q * action.to(q.dtype)).sum(-1, keepdim=True)
-        else:
-            taken = q.gather(-1, action.reshape(*q.shape[:-1], 1).long())
+        taken = taken_action_value(q, tensordict.get(self.action_key))
         return q.max(-1, keepdim=True).values - taken
 
     def value_estimate(self, tensordict, target_params=None, next_value=None, **kwargs):

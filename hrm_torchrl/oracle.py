@@ -16,6 +16,7 @@ import torch
 from tensordict.nn import TensorDictModuleBase
 from torchrl.objectives.value import ValueEstimatorBase
 
+from hrm_torchrl.action_gap import taken_action_value
 from hrm_torchrl.astar import MOVES, astar, goal_distances
 from hrm_torchrl.evaluation import summarize
 from hrm_torchrl.mazes import AGENT, BUMP_PENALTY, CLOSED_DOOR, GOAL, SIZE, WALL
@@ -156,15 +157,12 @@ class OracleValueEstimator(ValueEstimatorBase):
                            "for the rows without a path; run the network on the tensordict first "
                            "(DQNLoss.forward does)")
         observation = tensordict.get(self.observation_key)
-        action = tensordict.get(self.action_key)
-        one_hot = action.shape[-1] == len(MOVES) and action.ndim == prediction.ndim
-        index = action.long().argmax(-1) if one_hot else action.reshape(prediction.shape[:-1]).long()
         values = torch.from_numpy(np.stack([
             optimal_values(row, self.gamma)[0]
             for row in observation.reshape(-1, observation.shape[-1]).cpu().numpy()]))
         values = values.reshape(prediction.shape).to(prediction.device)
         values = torch.where(values.isnan(), prediction.detach().to(values.dtype), values)
-        return values.gather(-1, index.unsqueeze(-1)).to(prediction.dtype)
+        return taken_action_value(values, tensordict.get(self.action_key)).to(prediction.dtype)
 
     def forward(self, tensordict, *, params=None, target_params=None):
         """Writes ``value_estimate`` to the ``value_target`` key, as TorchRL's estimators do."""
