@@ -1,13 +1,17 @@
 """Learning curves of examples/dqn_hrm.py runs (HRM-Agent figures 3 and 4), beside the authors'.
 
-    python -m hrm_torchrl.plot_runs RUN [RUN ...] --out FILE.png [--table]
+    python -m hrm_torchrl.plot_runs RUN [RUN ...] --out FILE.png [--table] [--paired]
+        [--thresholds 0.5 0.8 0.9]
 
 Greedy success rate against collected frames (hardware-independent), optimizer steps and wall
 time, and mean episode length (failures count 80) against frames, one line per run, with the A*
 oracle's mean episode length on the same evaluation seeds. On FourRoomsDoors, the authors' agent
 is drawn beside ours (approximate points read off their published curves, see AUTHORS). With
 ``--table``, prints a Markdown table of the frames, minibatches and minutes each run took to
-reach 50, 80 and 90% greedy success.
+reach each threshold (50, 80 and 90% greedy success unless ``--thresholds`` says otherwise).
+With ``--paired``, the runs are read as pairs (A, B), e.g. Carry Z and Reset Z of one seed, and a
+second table compares each pair: mean success over the evaluations both runs made (the area under
+the curve against frames), frames to each threshold, final success, and in how many pairs A leads.
 """
 
 from __future__ import annotations
@@ -60,14 +64,14 @@ def first_reaching(columns: dict, threshold: float) -> dict | None:
     return None
 
 
-def table(runs: list[Path]) -> str:
-    """Markdown: per run, frames / minibatches / minutes to 50, 80 and 90% greedy success."""
-    head = "| run | " + " | ".join(f"to {t:.0%}: frames, minibatches, min" for t in THRESHOLDS)
-    lines = [head + " | final success |", "|---" * (len(THRESHOLDS) + 2) + "|"]
+def table(runs: list[Path], thresholds=THRESHOLDS) -> str:
+    """Markdown: per run, frames / minibatches / minutes to each threshold of greedy success."""
+    head = "| run | " + " | ".join(f"to {t:.0%}: frames, minibatches, min" for t in thresholds)
+    lines = [head + " | final success |", "|---" * (len(thresholds) + 2) + "|"]
     for run in runs:
         _, columns, _ = read_run(run)
         cells = []
-        for threshold in THRESHOLDS:
+        for threshold in thresholds:
             row = first_reaching(columns, threshold)
             cells.append("not reached" if row is None else
                          f"{row['frames'] / 1e3:,.0f}K, {row['updates']:,.0f}, "
@@ -77,7 +81,47 @@ def table(runs: list[Path]) -> str:
     return "\n".join(lines)
 
 
-def plot(runs: list[Path], out: Path) -> None:
+def paired_table(runs: list[Path], thresholds=THRESHOLDS) -> str:
+    """Markdown: runs (A1, B1, A2, B2, ...) compared pair by pair, and how many pairs A leads.
+
+    The mean success is taken over the evaluations at the frames both runs of a pair were
+    evaluated at, so for runs of the same ``--frames`` and ``--eval-every`` it is the area under
+    their curves against frames: the paper's "reaches high success faster" as one number.
+    """
+    if len(runs) % 2:
+        raise SystemExit(f"error: --paired takes runs in pairs (A, B); got {len(runs)} runs")
+    pairs = [(runs[i], runs[i + 1]) for i in range(0, len(runs), 2)]
+    head = ["pair (A / B)", "evaluations", "mean success A / B"]
+    head += [f"to {t:.0%}: frames A / B" for t in thresholds] + ["final A / B"]
+    lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    leads = [0] * (len(thresholds) + 2)  # mean, each threshold, final
+    for a, b in pairs:
+        (_, ca, _), (_, cb, _) = read_run(a), read_run(b)
+        success = [dict(zip(c.get("frames", []), c.get("success_rate", []))) for c in (ca, cb)]
+        shared = sorted(set(success[0]) & set(success[1]))
+        if not shared:
+            raise SystemExit(f"error: {a} and {b} share no evaluation frames; pair runs of the "
+                             "same --frames and --eval-every")
+        mean_a, mean_b = (sum(s[f] for f in shared) / len(shared) for s in success)
+        reached = [[first_reaching(c, t) for t in thresholds] for c in (ca, cb)]
+        frames = [[None if r is None else r["frames"] for r in rs] for rs in reached]
+        final_a, final_b = ca["success_rate"][-1], cb["success_rate"][-1]
+        leads[0] += mean_a > mean_b
+        for i in range(len(thresholds)):  # A leads when it got there first, or B never did
+            fa, fb = frames[0][i], frames[1][i]
+            leads[i + 1] += fa is not None and (fb is None or fa < fb)
+        leads[-1] += final_a > final_b
+        cells = [f"{a.name} / {b.name}", str(len(shared)), f"{mean_a:.1%} / {mean_b:.1%}"]
+        cells += [" / ".join("-" if f is None else f"{f:,.0f}" for f in pair)
+                  for pair in zip(*frames)]
+        cells.append(f"{final_a:.1%} / {final_b:.1%}")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("| A ahead in | | " + " | ".join(f"{n} of {len(pairs)}" for n in leads) + " |")
+    return "\n".join(lines)
+
+
+def plot(runs: list[Path], out: Path, paired: bool = False) -> None:
+    """The four panels; with ``paired``, a pair shares a colour, A solid and B dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -86,13 +130,16 @@ def plot(runs: list[Path], out: Path) -> None:
     fig, axes = plt.subplots(2, 2, figsize=(13, 9))
     (ax_frames, ax_steps), (ax_wall, ax_length) = axes
     oracle, envs = [], set()
-    for run in runs:
+    for i, run in enumerate(runs):
         label, columns, config = read_run(run)
         if not columns:
             continue
         envs.add(config.get("env"))
-        line, = ax_frames.plot(columns["frames"], columns["success_rate"], marker=".", label=label)
-        style = dict(marker=".", color=line.get_color())
+        style = dict(marker=".")
+        if paired:
+            style.update(color=f"C{i // 2}", linestyle=("-", "--")[i % 2])
+        line, = ax_frames.plot(columns["frames"], columns["success_rate"], label=label, **style)
+        style = dict(marker=".", color=line.get_color(), linestyle=line.get_linestyle())
         ax_steps.plot(columns["optimizer_steps"], columns["success_rate"], **style)
         ax_wall.plot([s / 60 for s in columns["wall_seconds"]], columns["success_rate"], **style)
         ax_length.plot(columns["frames"], columns["mean_episode_length"], **style)
@@ -135,12 +182,22 @@ def main(argv=None):
     parser.add_argument("runs", nargs="+", type=Path, help="run directories of dqn_hrm.py")
     parser.add_argument("--out", required=True, type=Path, help="the PNG to write")
     parser.add_argument("--table", action="store_true",
-                        help="also print frames/minibatches/minutes to 50/80/90%% success")
+                        help="also print frames/minibatches/minutes to each threshold of success")
+    parser.add_argument("--paired", action="store_true",
+                        help="also compare the runs as pairs (A, B): A1 B1 A2 B2 ...")
+    parser.add_argument("--thresholds", nargs="+", type=float, default=list(THRESHOLDS),
+                        help="success rates for the tables (default: 0.5 0.8 0.9)")
     args = parser.parse_args(argv)
-    plot(args.runs, args.out)
+    bad = [t for t in args.thresholds if not 0 < t <= 1]
+    if bad:
+        parser.error(f"--thresholds must lie in (0, 1], got {bad}")
+    paired = paired_table(args.runs, args.thresholds) if args.paired else None  # errors first
+    plot(args.runs, args.out, args.paired)
     print(f"wrote {args.out}")
     if args.table:
-        print(table(args.runs))
+        print(table(args.runs, args.thresholds))
+    if paired:
+        print(paired)
 
 
 if __name__ == "__main__":

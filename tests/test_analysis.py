@@ -127,3 +127,41 @@ def test_run_labels_say_what_is_carried(tmp_path):
     config = json.loads((run / "config.json").read_text())
     (run / "config.json").write_text(json.dumps({**config, "carry_state": "full", "hindsight": 1}))
     assert read_run(run)[0] == "full (hrm, FourRoomsDoors, cpu, carry (full z), hindsight 1)"
+
+
+def curve_run(tmp_path, name, curve):
+    """A run directory holding only metrics.csv, with (frames, success rate) evaluations."""
+    run = tmp_path / name
+    run.mkdir()
+    with open(run / "metrics.csv", "w") as f:
+        f.write("frames,updates,wall_seconds,success_rate,mean_episode_length,"
+                "oracle_mean_episode_length\n")
+        for frames, success in curve:
+            f.write(f"{frames},{frames // 100},{frames / 100},{success},40.0,11.5\n")
+    return run
+
+
+def test_plot_runs_paired(tmp_path, capsys):
+    runs = [curve_run(tmp_path, "a1", [(1000, 0.1), (2000, 0.3), (3000, 0.6)]),
+            curve_run(tmp_path, "b1", [(1000, 0.2), (2000, 0.2), (3000, 0.4)]),
+            # the means take the evaluations both runs made: 1,000 and 2,000 frames
+            curve_run(tmp_path, "a2", [(1000, 0.25), (2000, 0.25), (2500, 0.25)]),
+            curve_run(tmp_path, "b2", [(1000, 0.0), (2000, 0.4), (3000, 0.25)])]
+    out = tmp_path / "curves.png"
+    plot_main([str(r) for r in runs] + ["--out", str(out), "--paired", "--thresholds", "0.3", "0.5"])
+    printed = capsys.readouterr().out.splitlines()
+    assert next(line for line in printed if line.startswith("| pair")).count("frames A / B") == 2
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in printed
+            if line.startswith(("| a1", "| a2", "| A ahead"))]
+    assert rows[0] == ["a1 / b1", "3", "33.3% / 26.7%", "2,000 / 3,000", "3,000 / -", "60.0% / 40.0%"]
+    assert rows[1] == ["a2 / b2", "2", "25.0% / 20.0%", "- / 2,000", "- / -", "25.0% / 25.0%"]
+    # mean: both; to 30%: a1 only (a2 never); to 50%: a1 only (b1 never); final: a1 (a2 ties)
+    assert rows[2] == ["A ahead in", "", "2 of 2", "1 of 2", "1 of 2", "1 of 2"]
+    with pytest.raises(SystemExit, match="in pairs"):
+        plot_main([str(r) for r in runs[:3]] + ["--out", str(out), "--paired"])
+    lone = curve_run(tmp_path, "lone", [(5000, 0.5)])
+    with pytest.raises(SystemExit, match="share no evaluation frames"):
+        plot_main([str(runs[0]), str(lone), "--out", str(out), "--paired"])
+    with pytest.raises(SystemExit):
+        plot_main([str(runs[0]), "--out", str(out), "--thresholds", "80"])
+    assert "--thresholds must lie in (0, 1], got [80.0]" in capsys.readouterr().err
