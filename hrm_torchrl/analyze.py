@@ -190,6 +190,23 @@ def write_outputs(results: dict, out: Path, title: str) -> None:
     plt.close(fig)
 
 
+def run_names(runs: list[str]) -> list[str]:
+    """The runs' names in the tables: a directory's name, or for a checkpoint file in a run's
+    checkpoints/ its run's and its own (``carry-s7/last.pt``); the paths as given where two
+    names would be the same, since the tables are keyed by name."""
+    names = []
+    for run in map(Path, runs):
+        if run.suffix == ".pt" and run.parent.name == "checkpoints":
+            names.append(f"{run.parent.parent.name}/{run.name}")
+        else:
+            names.append(run.name)
+    if len(set(names)) < len(names):
+        names = list(runs)
+    if len(set(names)) < len(names):
+        raise ValueError(f"a run is given twice: {sorted(n for n in set(names) if names.count(n) > 1)}")
+    return names
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", help="run directories or checkpoint files")
@@ -205,12 +222,16 @@ def main(argv=None):
     if args.episodes < 1:
         raise SystemExit(f"error: --episodes must be at least 1, got {args.episodes}")
     results, success = {}, {}
-    for run in args.runs:
+    try:
+        names = run_names(args.runs)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+    for run, name in zip(args.runs, names):
         try:
             net, config = load_agent(run)
         except ValueError as error:
             raise SystemExit(f"error: {error}") from None
-        label = f"{Path(run).name} ({VARIANTS[config['carry']]})"
+        label = f"{name} ({VARIANTS[config['carry']]})"
         results[label], success[label] = analyze_run(net, config["carry"], args.env,
                                                      args.episodes, args.seed)
     write_outputs(results, Path(args.out), args.env)

@@ -106,6 +106,16 @@ def test_analyze_writes_tables_and_plots(tmp_path):
         assert all(0 <= b["success_rate"] <= 1 for b in bins)
 
 
+def test_analyze_names_checkpoint_files_by_their_run(tmp_path):
+    # two runs' checkpoints share a file name; each keeps its own rows, under its run's name
+    runs = [fake_run(tmp_path, name, "carry") / "checkpoints" / "last.pt" for name in ("s7", "s8")]
+    results = analyze_main([str(r) for r in runs] + ["--env", "FourRoomsDoors", "--episodes", "2",
+                                                     "--out", str(tmp_path / "analysis")])
+    assert set(results) == {"s7/last.pt (Carry Z)", "s8/last.pt (Carry Z)"}
+    with pytest.raises(SystemExit, match="given twice"):
+        analyze_main([str(runs[0])] * 2 + ["--env", "FourRoomsDoors", "--out", str(tmp_path)])
+
+
 def test_plot_runs(tmp_path, capsys):
     runs = [fake_run(tmp_path, "a", "carry"), fake_run(tmp_path, "b", "reset")]
     out = tmp_path / "curves.png"
