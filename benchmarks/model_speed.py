@@ -60,7 +60,7 @@ def measure(preset: str, dtype: str, device: str, rows: int, min_seconds: float,
     config = HRMConfig.preset(preset, dtype=dtype)
     net = HRMQValueNet(config).to(device)
     if compile_:
-        net.hrm.segment = torch.compile(net.hrm.segment)
+        net.core.segment = torch.compile(net.core.segment)
     td = batch(net, rows, device)
 
     def infer():

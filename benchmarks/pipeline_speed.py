@@ -22,8 +22,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import functools
-import importlib.util
+import dataclasses
 import json
 import subprocess
 import sys
@@ -33,10 +32,12 @@ from pathlib import Path
 
 import torch
 from tensordict.nn import TensorDictSequential
-from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 from torchrl.modules import EGreedyModule
 
 from hrm_torchrl import HindsightRelabel, MultiStep, make_env
+from hrm_torchrl.dqn import (DQNConfig, carried_keys, config_from_changes, gradient_steps,
+                             make_collector, make_learner, make_network, make_replay, parse_args,
+                             replay_keys)
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "dqn_hrm.py"
@@ -44,13 +45,6 @@ EXAMPLE = ROOT / "examples" / "dqn_hrm.py"
 QUICK_FLAGS = ["--workers", "2", "--envs-per-worker", "4", "--frames-per-batch", "64",
                "--warmup-frames", "128", "--batch-size", "16", "--updates-per-batch", "2",
                "--buffer-size", "10000"]
-
-
-def load_example():
-    spec = importlib.util.spec_from_file_location("dqn_hrm", EXAMPLE)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def pipeline(flags: list, seconds: float, eval_every: int) -> dict:
@@ -76,19 +70,16 @@ def pipeline(flags: list, seconds: float, eval_every: int) -> dict:
     }
 
 
-def collect(example, cfg: dict, seconds: float) -> float:
+def collect(cfg: DQNConfig, seconds: float) -> float:
     """Frames/s of the preset's collector and epsilon-greedy policy, nothing else running."""
-    device = torch.device(cfg["device"])
-    net = example.make_network(cfg)[0].to(device)
-    primer, _ = example.carried_state(net)
-    env = make_env(cfg["env"], primer=primer, device=device)
+    net = make_network(cfg).to(cfg.device)
+    primer = net.make_tensordict_primer()
+    env = make_env(cfg.env, primer=primer, device=cfg.device)
     action_spec = env.action_spec_unbatched
     env.close()
-    actor, *_ = example.make_learner(net, action_spec, cfg)
+    actor = make_learner(net, action_spec, cfg).actor
     policy = TensorDictSequential(actor, EGreedyModule(action_spec, eps_init=0.5, eps_end=0.5))
-    factories = [functools.partial(make_env, cfg["env"], num_envs=cfg["envs_per_worker"],
-                                   primer=primer) for _ in range(cfg["workers"])]
-    collector, weight_syncs = example.make_collector(cfg, factories, policy, device, seed=0)
+    collector, shutdown = make_collector(cfg, policy, primer, seed=0)
     frames, start = 0, None
     try:
         for i, data in enumerate(collector):
@@ -101,44 +92,34 @@ def collect(example, cfg: dict, seconds: float) -> float:
                     break
         return frames / (time.perf_counter() - start)
     finally:
-        collector.shutdown()
-        for weight_sync in weight_syncs:
-            weight_sync.shutdown()
+        shutdown()
 
 
-def learn(example, cfg: dict, compiled: bool, seconds: float) -> float:
+def learn(cfg: DQNConfig, compiled: bool, seconds: float) -> float:
     """Optimizer steps/s of the preset's learner on a replay of random-walk frames, relabeled
-    and with n-step returns as in training."""
+    and with n-step returns as in training: the example's update, step for step."""
     torch.manual_seed(0)
-    device = torch.device(cfg["device"])
-    net = example.make_network(cfg)[0].to(device)
-    primer, state_keys = example.carried_state(net)
-    env = make_env(cfg["env"], num_envs=cfg["envs_per_worker"], seed=0, primer=primer,
-                   device=device)
-    actor, loss_module, target_updater, optimizer = example.make_learner(
-        net, env.action_spec_unbatched, cfg)
+    device = torch.device(cfg.device)
+    net = make_network(cfg).to(device)
+    primer = net.make_tensordict_primer()
+    env = make_env(cfg.env, num_envs=cfg.envs_per_worker, seed=0, primer=primer, device=device)
+    learner = make_learner(net, env.action_spec_unbatched, cfg)
     with torch.no_grad():  # the policy's own forward fills the carried state
-        data = env.rollout(64, actor, break_when_any_done=False)
+        data = env.rollout(64, learner.actor, break_when_any_done=False)
     env.close()
-    data = HindsightRelabel(copies=cfg["hindsight"])(data)
-    if cfg["n_steps"] > 1:
-        data = MultiStep(gamma=cfg["gamma"], n_steps=cfg["n_steps"])(data)
+    data = HindsightRelabel(copies=cfg.hindsight)(data)
+    if cfg.n_steps > 1:
+        data = MultiStep(gamma=cfg.gamma, n_steps=cfg.n_steps)(data)
     data = data[data["collector", "mask"]]
-    buffer = TensorDictReplayBuffer(storage=LazyTensorStorage(data.numel(), device=device),
-                                    batch_size=cfg["batch_size"])
-    buffer.extend(data.select(*example.replay_keys(state_keys, cfg["n_steps"] > 1)))
+    buffer = make_replay(dataclasses.replace(cfg, buffer_size=data.numel()), device)
+    buffer.extend(data.select(*replay_keys(carried_keys(primer), cfg.n_steps > 1)))
     if compiled:
-        example.compile_network(net)
+        net.compile_modules()
     steps = 0
 
-    def optimizer_step(loss):
-        nonlocal steps
-        example.gradient_step(loss, net, optimizer, target_updater, cfg["grad_clip"])
-        steps += 1
-
     def update():
-        example.minibatch_update(buffer.sample(), net, loss_module, cfg["deep_supervision"],
-                                 optimizer_step)
+        nonlocal steps
+        steps += sum(1 for _ in gradient_steps(learner, buffer.sample(), cfg.grad_clip))
 
     for _ in range(3):  # warm-up: compilation, allocator
         update()
@@ -168,16 +149,13 @@ def main(argv=None):
     parser.add_argument("--json", help="write the rows here")
     parser.add_argument("example_flags", nargs="*", help="flags of examples/dqn_hrm.py (after --)")
     args = parser.parse_args(argv)
-    example = load_example()
     flags = ["--preset", args.preset, "--device", args.device, *args.example_flags]
     if args.quick:  # and no compilation, which alone takes longer than the quick rows
         flags += QUICK_FLAGS + ["--no-compile"]
-    cfg = example.resolve_config(example.parse_args(flags))
+    cfg = config_from_changes(parse_args(flags)[0])
     seconds = 1.0 if args.quick else 10.0
-    # deep supervision takes one optimizer step per segment of each minibatch
-    segments = example.make_network(cfg)[0].config.segments if cfg["deep_supervision"] else 1
-    steps_per_frame = cfg["updates_per_batch"] * segments / cfg["frames_per_batch"]
-    tag = args.preset if cfg["device"] == "cpu" else f"{args.preset}-{cfg['device']}"
+    steps_per_frame = cfg.steps_per_frame
+    tag = args.preset if cfg.device == "cpu" else f"{args.preset}-{cfg.device}"
     rows = []
 
     def add(name, **values):
@@ -186,19 +164,19 @@ def main(argv=None):
 
     wanted = set(args.rows) | ({"collect", "learn"} if "pipeline" in args.rows else set())
     if "collect" in wanted:
-        collect_fps = collect(example, cfg, seconds)
+        collect_fps = collect(cfg, seconds)
         add(f"collect-{tag}", frames_per_second=collect_fps)
     learn_rates = {}
     variants = [] if "learn" not in wanted else [False] if args.quick else [False, True]
     for compiled in variants:  # eager, compiled
-        learn_rates[compiled] = learn(example, cfg, compiled, seconds)
+        learn_rates[compiled] = learn(cfg, compiled, seconds)
         add(f"learn-{tag}-{'compiled' if compiled else 'eager'}",
             optimizer_steps_per_second=learn_rates[compiled],
             frames_per_second=learn_rates[compiled] / steps_per_frame)
     if "pipeline" in wanted:
-        learn_sps = learn_rates[cfg["compile"]]
+        learn_sps = learn_rates[cfg.compile]
         limit = 1 / (1 / collect_fps + steps_per_frame / learn_sps)
-        eval_every = cfg["frames_per_batch"] * (2 if args.quick else 4)
+        eval_every = cfg.frames_per_batch * (2 if args.quick else 4)
         run = pipeline(flags, 20.0 if args.quick else args.seconds, eval_every)
         add(f"pipeline-{tag}", frames_per_second=run["frames_per_second"],
             optimizer_steps_per_second=run["optimizer_steps_per_second"],

@@ -9,7 +9,7 @@ import gymnasium as _gym
 from hrm_torchrl.baselines import LSTMQValueNet, MLPQValueNet
 from hrm_torchrl.config import HRMConfig
 from hrm_torchrl.hindsight import HindsightRelabel
-from hrm_torchrl.module import HRMQValueNet
+from hrm_torchrl.module import HRMModule, HRMQValueNet
 from hrm_torchrl.multistep import MultiStep
 from hrm_torchrl.torchrl_env import ENV_IDS, MAZES, MazeEnv, make_env
 
@@ -18,6 +18,6 @@ for _name, _env_id in ENV_IDS.items():
     if _env_id not in _gym.registry:
         _gym.register(_env_id, entry_point=f"hrm_torchrl.mazes:{_name}")
 
-__all__ = ["ENV_IDS", "HRMConfig", "HRMQValueNet", "HindsightRelabel", "LSTMQValueNet", "MAZES",
+__all__ = ["ENV_IDS", "HRMConfig", "HRMModule", "HRMQValueNet", "HindsightRelabel", "LSTMQValueNet", "MAZES",
            "MLPQValueNet", "MazeEnv", "MultiStep", "make_env"]
 __version__ = "0.1.0"

@@ -1,6 +1,6 @@
 """Recurrent-convergence analysis (HRM-Agent §3.2, figures 5-7) of trained agents.
 
-    python -m hrm_torchrl.analyze RUN [RUN ...] --env FourRoomsDoors --episodes 200 --out DIR
+    python -m hrm_torchrl.analyze RUN [RUN ...] [--env FourRoomsDoors] --episodes 200 --out DIR
 
 Each RUN is a run directory of examples/dqn_hrm.py (its checkpoints/best.pt, else last.pt) or a
 checkpoint file; its variant (Carry Z / Reset Z) comes from the saved config. Greedy episodes run
@@ -31,35 +31,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hrm_torchrl.config import HRMConfig
 from hrm_torchrl.evaluation import first_episodes, success_by_distance
 from hrm_torchrl.module import HRMQValueNet
+from hrm_torchrl.runs import load_agent
+from hrm_torchrl.torchrl_env import MAZES
 
 VARIANTS = {"carry": "Carry Z", "reset": "Reset Z"}
-
-
-def load_agent(path: str | Path) -> tuple[HRMQValueNet, dict]:
-    """The HRMQValueNet of a dqn_hrm.py run (directory or checkpoint) and its saved config."""
-    path = Path(path)
-    if path.is_dir():
-        candidates = [path / "checkpoints" / "best.pt", path / "checkpoints" / "last.pt"]
-        found = [c for c in candidates if c.exists()]
-        if not found:
-            raise ValueError(f"{path} holds no checkpoints/best.pt or checkpoints/last.pt")
-        path = found[0]
-    if not path.exists():
-        raise ValueError(f"no run directory or checkpoint at {path}")
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if "model" not in state or "config" not in state:
-        raise ValueError(f"{path} is not a checkpoint of examples/dqn_hrm.py")
-    config = state["config"]
-    if config.get("model", "hrm") != "hrm":
-        raise ValueError(f"{path} holds a {config['model']} run; the analysis reads the HRM's "
-                         "latent z, so it needs a --model hrm run")
-    net = HRMQValueNet(HRMConfig.from_dict(state["model_config"]), n_actions=4,
-                       carry=config["carry"], carry_state=config["carry_state"])
-    net.load_state_dict(state["model"])
-    return net, config
 
 
 def condition_table(variant: str, mse_H, mse_L, q_carried, q_final, changed, counted) -> dict:
@@ -210,31 +187,36 @@ def run_names(runs: list[str]) -> list[str]:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", help="run directories or checkpoint files")
-    parser.add_argument("--env", required=True, help="FourRoomsDoors or DynamicMaze")
+    parser.add_argument("--env", choices=list(MAZES),
+                        help="the maze; default: the one the runs were trained on")
     parser.add_argument("--episodes", type=int, default=200)
     parser.add_argument("--seed", type=int, default=20_000_000)
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    from hrm_torchrl.torchrl_env import MAZES
-
-    if args.env not in MAZES:
-        raise SystemExit(f"error: unknown env {args.env!r}; choose one of {list(MAZES)}")
     if args.episodes < 1:
         raise SystemExit(f"error: --episodes must be at least 1, got {args.episodes}")
-    results, success = {}, {}
     try:
         names = run_names(args.runs)
+        agents = [load_agent(run) for run in args.runs]  # every run checked before any episode
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
-    for run, name in zip(args.runs, names):
-        try:
-            net, config = load_agent(run)
-        except ValueError as error:
-            raise SystemExit(f"error: {error}") from None
-        label = f"{name} ({VARIANTS[config['carry']]})"
-        results[label], success[label] = analyze_run(net, config["carry"], args.env,
-                                                     args.episodes, args.seed)
-    write_outputs(results, Path(args.out), args.env)
+    envs = {config.env for _, config in agents}
+    env = args.env or (envs.pop() if len(envs) == 1 else None)
+    if env is None:
+        raise SystemExit(f"error: the runs were trained on different mazes {sorted(envs)}; "
+                         "give --env")
+    results, success = {}, {}
+    for run, name, (net, config) in zip(args.runs, names, agents):
+        if config.model != "hrm":
+            raise SystemExit(f"error: {run} holds a {config.model} run; the analysis reads the "
+                             "HRM's latent z, so it needs a --model hrm run")
+        if config.env != env:
+            raise SystemExit(f"error: {run} was trained on {config.env}, not {env}; give its own "
+                             "--env or leave --env out")
+        label = f"{name} ({VARIANTS[config.carry]})"
+        results[label], success[label] = analyze_run(net, config.carry, env, args.episodes,
+                                                     args.seed)
+    write_outputs(results, Path(args.out), env)
     (Path(args.out) / "success_by_distance.json").write_text(json.dumps(success, indent=1))
     print(json.dumps({run: {c: {k: r[k] for k in ("steps", "median_kl")} for c, r in t.items()}
                       for run, t in results.items()}, indent=1))

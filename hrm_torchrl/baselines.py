@@ -30,7 +30,28 @@ class TokenEmbedding(nn.Module):
         return self.embed(tokens.long()).flatten(-2)
 
 
-class MLPQValueNet(TensorDictModuleBase):
+class BaselineQValueNet(TensorDictModuleBase):
+    """What the pipeline asks of every Q-network (``HRMQValueNet`` has the same methods):
+    its primer, its optimizer groups, what to compile."""
+
+    def make_tensordict_primer(self):
+        """The env primer of the recurrent state; None when there is none (the MLP)."""
+        return None
+
+    def param_groups(self, lr: float, embedding_lr: float | None = None,
+                     embedding_weight_decay: float = 0.0) -> list[dict]:
+        """One optimizer group: every parameter at ``lr``, no weight decay (the embedding
+        arguments are for the HRM's readout token; a baseline has none)."""
+        return [{"params": list(self.parameters()), "lr": lr, "weight_decay": 0.0}]
+
+    def compile_modules(self) -> None:
+        """``torch.compile`` the tensor modules in place (parameters and state_dict keys stay
+        the same)."""
+        for module in self._compiled_modules():
+            module.compile()
+
+
+class MLPQValueNet(BaselineQValueNet):
     """Q-values from an MLP on embedded tokens: ``seq_len * embed_dim -> hidden -> ... -> n_actions``
     with ReLUs. No recurrent state.
 
@@ -75,6 +96,9 @@ class MLPQValueNet(TensorDictModuleBase):
             body += [nn.Linear(a, b), nn.ReLU()]
         self.net = nn.Sequential(*body, nn.Linear(widths[-1], n_actions))
 
+    def _compiled_modules(self):
+        return [self.net]
+
     @dispatch(auto_batch_size=False)
     def forward(self, tensordict: TensorDictBase) -> TensorDictBase:
         obs = tensordict.get(self.in_keys[0], None)
@@ -85,7 +109,7 @@ class MLPQValueNet(TensorDictModuleBase):
         return tensordict
 
 
-class LSTMQValueNet(TensorDictModuleBase):
+class LSTMQValueNet(BaselineQValueNet):
     """A DRQN (Hausknecht & Stone 2015): embedded tokens -> linear + ReLU -> TorchRL's
     :class:`~torchrl.modules.LSTMModule` -> linear Q head, carrying (h, c) in the tensordict.
 
@@ -150,6 +174,9 @@ class LSTMQValueNet(TensorDictModuleBase):
                                in_keys=["features", in_keys[1], in_keys[2], "is_init"],
                                out_keys=["lstm_out", *out_keys[1:]])
         self.head = nn.Linear(hidden, n_actions)
+
+    def _compiled_modules(self):
+        return [self.encoder, self.head]
 
     def make_tensordict_primer(self):
         """The :class:`~torchrl.envs.TensorDictPrimer` that registers (h, c) in the env's specs

@@ -1,10 +1,11 @@
 """The Hierarchical Reasoning Model (Wang et al. 2025) as a Q-network, in plain PyTorch.
 
 Read top to bottom: initialisation and norm, RoPE, attention, SwiGLU, the post-norm block, a
-reasoning module (a stack of blocks with input injection), then the HRM itself: embeddings (one
-position per observation token, or per patch of grid cells), one segment of H/L recurrence with
-the one-step gradient, ``segments`` segments, and the Q head on the readout token. Latent states
-here are full: ``[batch, tokens, hidden]`` per level.
+reasoning module (a stack of blocks with input injection), the encoder (one position per
+observation token, or per patch of grid cells), then the recurrent core: the readout token and
+positions, one segment of H/L recurrence with the one-step gradient, ``segments`` segments, and
+the features read at the readout token. Latent states here are full: ``[batch, tokens, hidden]``
+per level. ``hrm_torchrl.module`` puts them in TensorDict modules with the carried state.
 """
 
 from __future__ import annotations
@@ -111,97 +112,26 @@ class ReasoningModule(nn.Module):
         return state
 
 
-class HRM(nn.Module):
-    """The HRM Q-network on full latent states.
+class HRMEncoder(nn.Module):
+    """Observation tokens -> the HRM's input features: ``[batch, seq_len]`` integer tokens to
+    ``[batch, positions, hidden]`` of unit scale, one position per token (``patch=1``) or per
+    ``patch x patch`` cells of the grid, whose cell embeddings are concatenated and projected, as
+    a ViT does with pixels."""
 
-    ``forward(tokens, z_H, z_L)`` runs ``config.segments`` segments from the given states and
-    returns the Q-values decoded from z_H at the readout token (position 0) with the final states.
-    Only the last L- and H-update of the last segment carry gradient: earlier segments start from
-    detached states and add nothing to the backward pass, so they run without autograd at all.
-
-    Examples:
-        >>> import torch
-        >>> from hrm_torchrl import HRMConfig
-        >>> from hrm_torchrl.hrm import HRM
-        >>> hrm = HRM(HRMConfig.cpu(), n_actions=4)
-        >>> tokens = torch.randint(0, 128, (3, 121))
-        >>> z_H, z_L = hrm.initial_state(3)
-        >>> q, z_H, z_L = hrm(tokens, z_H, z_L)
-        >>> q.shape, z_H.shape  # 2x2 patches: 36 positions and the readout token, hidden 64
-        (torch.Size([3, 4]), torch.Size([3, 37, 64]))
-    """
-
-    # Rows per chunk when running without autograd (see forward).
-    inference_chunk = 64
-
-    def __init__(self, config: HRMConfig, n_actions: int):
+    def __init__(self, config: HRMConfig):
         super().__init__()
         self.config = config
-        h = config.hidden
-        self.embed_scale = math.sqrt(h)
-        self.embed_tokens = nn.Embedding(config.vocab_size, h)
-        # The readout token, prepended at position 0: the paper's "embedding" parameter group.
-        self.readout = nn.Parameter(torch.empty(h))
+        self.embed_scale = math.sqrt(config.hidden)
+        self.embed_tokens = nn.Embedding(config.vocab_size, config.hidden)
         with torch.no_grad():
             trunc_normal_(self.embed_tokens.weight, std=1.0 / self.embed_scale)
-            trunc_normal_(self.readout, std=1.0 / self.embed_scale)
+        if config.patch > 1:
+            self.patch_proj = lecun_linear(config.patch**2 * config.hidden, config.hidden)
 
-        if config.patch > 1:  # a patch's p * p cell embeddings -> one position, as a ViT's pixels
-            self.patch_proj = lecun_linear(config.patch**2 * h, h)
-
-        if config.positions == "rope":
-            cos, sin = rope_tables(config.tokens, config.head_dim, config.rope_theta)
-            self.register_buffer("rope_cos", cos, persistent=False)
-            self.register_buffer("rope_sin", sin, persistent=False)
-        elif config.positions == "learned":
-            self.position = self._position_table(config.tokens)
-        else:  # "2d": a row table, a column table, and one vector for the readout token
-            rows, cols = config.position_grid
-            self.row_position = self._position_table(rows)
-            self.col_position = self._position_table(cols)
-            self.readout_position = self._position_table(1)
-
-        self.H_level = ReasoningModule(config, config.H_layers)
-        self.L_level = ReasoningModule(config, config.L_layers)
-        # Fixed initial states (not learned), as in HRM.
-        self.register_buffer("H_init", trunc_normal_(torch.empty(h), std=1.0))
-        self.register_buffer("L_init", trunc_normal_(torch.empty(h), std=1.0))
-
-        self.q_head = nn.Linear(h, n_actions)
-        with torch.no_grad():
-            trunc_normal_(self.q_head.weight, std=1.0 / math.sqrt(h))
-            self.q_head.bias.zero_()
-
-    def _position_table(self, rows: int) -> nn.Parameter:
-        return nn.Parameter(trunc_normal_(torch.empty(rows, self.config.hidden), 1 / self.embed_scale))
-
-    # -- parameter groups -------------------------------------------------------------------
-    def embedding_parameters(self) -> list[nn.Parameter]:
-        """The readout token: the paper trains it with lr 1e-2 and weight decay 0.1."""
-        return [self.readout]
-
-    def model_parameters(self) -> list[nn.Parameter]:
-        """Everything else: lr 1e-4, betas (0.9, 0.95), no weight decay in the paper."""
-        return [p for p in self.parameters() if p is not self.readout]
-
-    def block_parameter_count(self) -> int:
-        return sum(p.numel() for level in (self.H_level, self.L_level) for p in level.parameters())
-
-    # -- the network ------------------------------------------------------------------------
-    def _rope(self):
-        return None if self.config.positions != "rope" else (self.rope_cos, self.rope_sin)
-
-    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
-        """[batch, seq_len] integer tokens -> [batch, tokens, hidden] input injection x."""
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         x = self.embed_tokens(tokens)
         if self.config.patch > 1:
             x = self._patches(x)
-        x = torch.cat((self.readout.expand(x.shape[0], 1, -1).to(x.dtype), x), dim=1)
-        if self.config.positions == "learned":
-            x = (x + self.position) / math.sqrt(2)
-        elif self.config.positions == "2d":
-            grid = (self.row_position[:, None] + self.col_position[None, :]).flatten(0, 1)
-            x = (x + torch.cat((self.readout_position, grid))) / math.sqrt(2)
         return self.embed_scale * x
 
     def _patches(self, x: torch.Tensor) -> torch.Tensor:
@@ -214,6 +144,82 @@ class HRM(nn.Module):
         x = F.pad(x.view(-1, rows, cols, h), (0, 0, 0, patch_cols * p - cols, 0, patch_rows * p - rows))
         x = x.view(-1, patch_rows, p, patch_cols, p, h).permute(0, 1, 3, 2, 4, 5)
         return self.patch_proj(x.reshape(-1, patch_rows * patch_cols, p * p * h))
+
+
+class HRMCore(nn.Module):
+    """The HRM's recurrence on full latent states ``[batch, config.tokens, hidden]``.
+
+    ``forward(x, z_H, z_L)`` takes input features ``x`` ``[batch, config.tokens - 1, hidden]``
+    (an ``HRMEncoder``'s, or any encoder's of unit scale), puts the learned readout token before
+    them and adds the position encodings, runs ``segments`` segments from (z_H, z_L) and returns
+    ``(features, z_H, z_L)``: ``features`` is z_H at the readout token, ``[batch, hidden]``.
+    Only the last L- and H-update of the last segment carry gradient: earlier segments start from
+    detached states and add nothing to the backward pass, so they run without autograd at all.
+
+    Examples:
+        >>> import torch
+        >>> from hrm_torchrl import HRMConfig
+        >>> from hrm_torchrl.hrm import HRMCore, HRMEncoder
+        >>> config = HRMConfig.cpu()
+        >>> encoder, core = HRMEncoder(config), HRMCore(config)
+        >>> x = encoder(torch.randint(0, 128, (3, 121)))  # 2x2 patches: 36 positions
+        >>> z_H, z_L = core.initial_state(3)
+        >>> features, z_H, z_L = core(x, z_H, z_L)
+        >>> features.shape, z_H.shape  # and the readout token, hidden 64
+        (torch.Size([3, 64]), torch.Size([3, 37, 64]))
+    """
+
+    # Rows per chunk when running without autograd (see forward).
+    inference_chunk = 64
+
+    def __init__(self, config: HRMConfig):
+        super().__init__()
+        self.config = config
+        h = config.hidden
+        self.embed_scale = math.sqrt(h)
+        # The readout token, prepended at position 0: the paper's "embedding" parameter group.
+        self.readout = nn.Parameter(trunc_normal_(torch.empty(h), std=1.0 / self.embed_scale))
+        if config.positions == "rope":
+            cos, sin = rope_tables(config.tokens, config.head_dim, config.rope_theta)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
+        elif config.positions == "learned":
+            self.position = self._position_table(config.tokens)
+        else:  # "2d": a row table, a column table, and one vector for the readout token
+            rows, cols = config.position_grid
+            self.row_position = self._position_table(rows)
+            self.col_position = self._position_table(cols)
+            self.readout_position = self._position_table(1)
+        self.H_level = ReasoningModule(config, config.H_layers)
+        self.L_level = ReasoningModule(config, config.L_layers)
+        # Fixed initial states (not learned), as in HRM.
+        self.register_buffer("H_init", trunc_normal_(torch.empty(h), std=1.0))
+        self.register_buffer("L_init", trunc_normal_(torch.empty(h), std=1.0))
+
+    def _position_table(self, rows: int) -> nn.Parameter:
+        return nn.Parameter(trunc_normal_(torch.empty(rows, self.config.hidden), 1 / self.embed_scale))
+
+    def embedding_parameters(self) -> list[nn.Parameter]:
+        """The readout token: the paper trains it with lr 1e-2 and weight decay 0.1."""
+        return [self.readout]
+
+    def block_parameter_count(self) -> int:
+        return sum(p.numel() for level in (self.H_level, self.L_level) for p in level.parameters())
+
+    def _rope(self):
+        return None if self.config.positions != "rope" else (self.rope_cos, self.rope_sin)
+
+    def inject(self, x: torch.Tensor) -> torch.Tensor:
+        """[batch, tokens - 1, hidden] features -> [batch, tokens, hidden] input injection: the
+        readout token first, the position encodings added (RoPE acts in attention instead)."""
+        readout = (self.embed_scale * self.readout).expand(x.shape[0], 1, -1).to(x.dtype)
+        x = torch.cat((readout, x), dim=1)
+        if self.config.positions == "learned":
+            x = (x + self.embed_scale * self.position) / math.sqrt(2)
+        elif self.config.positions == "2d":
+            grid = (self.row_position[:, None] + self.col_position[None, :]).flatten(0, 1)
+            x = (x + self.embed_scale * torch.cat((self.readout_position, grid))) / math.sqrt(2)
+        return x
 
     def initial_state(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """H_init and L_init broadcast to every position: [batch, tokens, hidden] each."""
@@ -235,47 +241,43 @@ class HRM(nn.Module):
         z_H = self.H_level(z_H, z_L, rope)
         return z_H, z_L
 
-    def q_values(self, z_H: torch.Tensor) -> torch.Tensor:
-        return self.q_head(z_H[:, 0]).float()
-
-    def forward(self, tokens, z_H, z_L, segments: int | None = None, trace: bool = False):
+    def forward(self, x, z_H, z_L, segments: int | None = None, trace: bool = False):
         """Runs ``segments`` (default ``config.segments``) segments from (z_H, z_L).
 
-        Returns ``(q, z_H, z_L)``, or ``(q, z_H, z_L, states)`` with ``trace=True``, where
-        ``states`` lists the (z_H, z_L) after each segment.
+        Returns ``(features, z_H, z_L)``, or ``(features, z_H, z_L, states)`` with
+        ``trace=True``, where ``states`` lists the (z_H, z_L) after each segment.
 
         Without autograd a CPU batch runs in chunks of ``inference_chunk`` rows: the activations
         of a chunk stay in cache, which measured 1.7x faster than one 256-row batch on a 2-core
         CPU (benchmarks/README.md). On a GPU, chunks would only multiply kernel launches.
         """
-        rows = tokens.shape[0]
-        if torch.is_grad_enabled() or not tokens.is_cpu or rows <= self.inference_chunk:
-            return self._forward(tokens, z_H, z_L, segments, trace)
-        parts = [
-            self._forward(tokens[i : i + n], z_H[i : i + n], z_L[i : i + n], segments, trace)
-            for i, n in ((i, self.inference_chunk) for i in range(0, rows, self.inference_chunk))
-        ]
-        q, z_H, z_L = (torch.cat([part[j] for part in parts]) for j in range(3))
+        rows = x.shape[0]
+        if torch.is_grad_enabled() or not x.is_cpu or rows <= self.inference_chunk:
+            return self._forward(x, z_H, z_L, segments, trace)
+        step = self.inference_chunk
+        parts = [self._forward(x[i : i + step], z_H[i : i + step], z_L[i : i + step], segments, trace)
+                 for i in range(0, rows, step)]
+        out = tuple(torch.cat([part[j] for part in parts]) for j in range(3))
         if not trace:
-            return q, z_H, z_L
+            return out
         states = [
             tuple(torch.cat([part[3][s][j] for part in parts]) for j in range(2))
             for s in range(len(parts[0][3]))
         ]
-        return q, z_H, z_L, states
+        return (*out, states)
 
-    def _forward(self, tokens, z_H, z_L, segments, trace):
+    def _forward(self, x, z_H, z_L, segments, trace):
         segments = self.config.segments if segments is None else segments
         states = []
         with torch.autocast(
-            tokens.device.type, dtype=torch.bfloat16, enabled=self.config.dtype == "bfloat16"
+            x.device.type, dtype=torch.bfloat16, enabled=self.config.dtype == "bfloat16"
         ):
-            x = self.embed(tokens)
+            x = self.inject(x)
             for i in range(segments):
                 z_H, z_L = z_H.detach(), z_L.detach()
                 with torch.set_grad_enabled(torch.is_grad_enabled() and i == segments - 1):
                     z_H, z_L = self.segment(z_H, z_L, x)
                 if trace:
                     states.append((z_H.detach().float(), z_L.detach().float()))
-            q = self.q_values(z_H)
-        return (q, z_H.float(), z_L.float(), states) if trace else (q, z_H.float(), z_L.float())
+        out = (z_H[:, 0].float(), z_H.float(), z_L.float())
+        return (*out, states) if trace else out

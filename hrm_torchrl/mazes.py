@@ -78,10 +78,11 @@ class DoorMaze(gym.Env):
                  shortest_path: bool, unknown: dict):
         # The step limit is ours (``max_steps``), not gymnasium's TimeLimit: a bump into a closed
         # door never reaches NetHack, so only this wrapper counts every step.
-        if unknown:
-            raise ValueError(
-                f"{type(self).__name__}: unknown arguments {sorted(unknown)}; "
-                f"known: {sorted(self._known_arguments())}"
+        if unknown:  # a TypeError, as Python raises: TorchRL's GymEnv retries without frameskip
+            raise TypeError(
+                f"{type(self).__name__}.__init__() got an "
+                + ", ".join(f"unexpected keyword argument {k!r}" for k in sorted(unknown))
+                + f"; known: {sorted(self._known_arguments())}"
             )
         if not (0.0 <= float(p_change) <= 1.0):
             raise ValueError(f"{type(self).__name__}: p_change must lie in [0, 1], got {p_change}")

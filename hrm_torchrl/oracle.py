@@ -14,9 +14,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 from tensordict.nn import TensorDictModuleBase
-from torchrl.objectives.value import ValueEstimatorBase
 
-from hrm_torchrl.action_gap import taken_action_value
 from hrm_torchrl.astar import MOVES, astar, goal_distances
 from hrm_torchrl.evaluation import summarize
 from hrm_torchrl.mazes import AGENT, BUMP_PENALTY, CLOSED_DOOR, GOAL, SIZE, WALL
@@ -104,69 +102,6 @@ class OraclePolicy(TensorDictModuleBase):
         actions = torch.tensor([oracle_action(o) for o in flat], device=obs.device)
         one_hot = torch.nn.functional.one_hot(actions, 4).reshape(*obs.shape[:-1], 4)
         tensordict.set(self.out_keys[0], one_hot)
-        return tensordict
-
-
-class OracleValueEstimator(ValueEstimatorBase):
-    """The oracle's Q*(s, a) as the target of a TorchRL value loss, in place of a bootstrapped
-    one: ``DQNLoss.make_value_estimator(OracleValueEstimator(gamma))`` trains the Q-network toward
-    ``optimal_values`` of each replayed observation at its taken action (under the doors it shows),
-    with no target network and no reward read. It says what an RL pipeline loses to its
-    bootstrapped targets: the same data, collector, replay and optimizer, an exact target.
-
-    Rows without a path (closed doors block every one) have no exact value; their target is the
-    network's own prediction (the ``action_value`` that ``DQNLoss`` computes before it asks for the
-    target), so that they add no loss. Labelling is A* in Python, ~0.3 ms per row.
-
-    Args:
-        gamma: the discount of the values, in (0, 1].
-
-    Keyword Args:
-        observation_key, action_key, action_value_key: the token observation ([*B, 121]), the
-            taken action (one-hot [*B, 4] or an index) and the network's Q-values ([*B, 4]).
-
-    Examples:
-        >>> import torch
-        >>> from torchrl.modules import QValueActor
-        >>> from torchrl.objectives import DQNLoss
-        >>> from hrm_torchrl import make_env
-        >>> from hrm_torchrl.baselines import MLPQValueNet
-        >>> from hrm_torchrl.oracle import OracleValueEstimator
-        >>> env = make_env("DynamicMaze", num_envs=8, seed=0)
-        >>> actor = QValueActor(MLPQValueNet(4), spec=env.action_spec_unbatched)
-        >>> loss = DQNLoss(actor, loss_function="l2", delay_value=False)  # no target network
-        >>> loss = loss.make_value_estimator(OracleValueEstimator(gamma=0.95))
-        >>> data = env.rollout(5, actor, break_when_any_done=False)  # [8 mazes, 5 steps]
-        >>> loss(data.reshape(-1))["loss"].backward()
-    """
-
-    def __init__(self, gamma: float, *, observation_key="observation", action_key="action",
-                 action_value_key="action_value"):
-        if not 0 < gamma <= 1:
-            raise ValueError(f"gamma must lie in (0, 1], got {gamma}")
-        super().__init__(value_network=None)
-        self.gamma = gamma
-        self.observation_key, self.action_key = observation_key, action_key
-        self.action_value_key = action_value_key
-
-    def value_estimate(self, tensordict, target_params=None, next_value=None, **kwargs):
-        """Q*(observation, action), [*B, 1]; the prediction itself where no path exists."""
-        prediction = tensordict.get(self.action_value_key, None)
-        if prediction is None:
-            raise KeyError(f"OracleValueEstimator needs the network's {self.action_value_key!r} "
-                           "for the rows without a path; run the network on the tensordict first "
-                           "(DQNLoss.forward does)")
-        observation = tensordict.get(self.observation_key)
-        values = torch.from_numpy(np.stack([
-            optimal_values(row, self.gamma)[0]
-            for row in observation.reshape(-1, observation.shape[-1]).cpu().numpy()]))
-        values = values.reshape(prediction.shape).to(prediction.device)
-        values = torch.where(values.isnan(), prediction.detach().to(values.dtype), values)
-        return taken_action_value(values, tensordict.get(self.action_key)).to(prediction.dtype)
-
-    def forward(self, tensordict, *, params=None, target_params=None):
-        """Writes ``value_estimate`` to the ``value_target`` key, as TorchRL's estimators do."""
-        tensordict.set(self.tensor_keys.value_target, self.value_estimate(tensordict))
         return tensordict
 
 

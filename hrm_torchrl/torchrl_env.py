@@ -102,8 +102,14 @@ class MazeEnv(EnvBase):
         })
 
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
-        actions = tensordict.get("action").argmax(-1).reshape(-1).tolist()
+        action = tensordict.get("action")
         n = len(self.mazes)
+        # index actions ([N]) would argmax to maze 0 alone, an all-zero row to north
+        if tuple(action.shape) != (n, 4) or (action.long().sum(-1) != 1).any():
+            raise ValueError(f"MazeEnv: 'action' must be one-hot of shape [{n}, 4] (one 1 per maze: "
+                             f"0 north, 1 east, 2 south, 3 west), got shape {tuple(action.shape)}"
+                             + ("" if tuple(action.shape) != (n, 4) else " with rows not one-hot"))
+        actions = action.argmax(-1).reshape(-1).tolist()
         reward = np.zeros((n, 1), np.float32)
         terminated = np.zeros((n, 1), bool)
         truncated = np.zeros((n, 1), bool)

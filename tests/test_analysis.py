@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from hrm_torchrl import HRMConfig, HRMQValueNet
-from hrm_torchrl.analyze import condition_table, load_agent
+from hrm_torchrl import HRMConfig
+from hrm_torchrl.analyze import condition_table
 from hrm_torchrl.analyze import main as analyze_main
 from hrm_torchrl.plot_runs import main as plot_main
 from hrm_torchrl.plot_runs import read_run
+from hrm_torchrl.dqn import DQNConfig, make_network
+from hrm_torchrl.runs import RunError, load_agent
 
 TINY = dict(hidden=16, heads=2, H_layers=1, L_layers=1, H_cycles=1, L_cycles=1, segments=3)
 
@@ -42,19 +44,15 @@ def test_condition_split_on_a_hand_made_trace():
     assert empty["Reset Z, env changed"]["steps"] == 0
 
 
-def fake_run(tmp_path, name, carry):
+def fake_run(tmp_path, name, carry, model="hrm", env="FourRoomsDoors"):
     """A run directory as dqn_hrm.py writes it, holding a freshly initialised tiny model."""
     torch.manual_seed(0)
-    config = HRMConfig.cpu(**TINY)
-    net = HRMQValueNet(config, carry=carry)
+    config = DQNConfig.cpu(hrm=HRMConfig.cpu(**TINY), carry=carry, model=model, env=env)
     run = tmp_path / name
     (run / "checkpoints").mkdir(parents=True)
-    torch.save({"config": {"carry": carry, "carry_state": "token", "env": "FourRoomsDoors",
-                           "preset": "cpu"},
-                "model_config": config.to_dict(), "model": net.state_dict()},
+    torch.save({"config": config.to_dict(), "model": make_network(config).state_dict()},
                run / "checkpoints" / "last.pt")
-    (run / "config.json").write_text(json.dumps({"env": "FourRoomsDoors", "preset": "cpu",
-                                                 "carry": carry}))
+    (run / "config.json").write_text(json.dumps(config.to_dict()))
     with open(run / "metrics.csv", "w") as f:
         f.write("frames,updates,wall_seconds,epsilon,success_rate,mean_episode_length,"
                 "mean_success_length,mean_return,oracle_mean_episode_length\n")
@@ -67,16 +65,28 @@ def fake_run(tmp_path, name, carry):
 def test_load_agent_and_bad_paths(tmp_path):
     run = fake_run(tmp_path, "carry", "carry")
     net, config = load_agent(run)
-    assert net.carry == "carry" and config["env"] == "FourRoomsDoors"
-    baseline = tmp_path / "mlp.pt"
-    torch.save({"config": {"model": "mlp", "carry": "none"}, "model_config": {"model": "mlp"},
-                "model": {}}, baseline)
-    with pytest.raises(ValueError, match="holds a mlp run; .* needs a --model hrm run"):
-        load_agent(baseline)
-    with pytest.raises(ValueError, match="holds no checkpoints"):
+    assert net.carry == "carry" and config.env == "FourRoomsDoors" and not net.training
+    # a truncated best.pt (a crash mid-copy) falls back to last.pt; a truncated last.pt alone is
+    # a clear error naming the file
+    (run / "checkpoints" / "best.pt").write_bytes((run / "checkpoints" / "last.pt").read_bytes()[:100])
+    assert load_agent(run)[1].carry == "carry"
+    (run / "checkpoints" / "last.pt").write_bytes(b"")
+    with pytest.raises(RunError, match="best.pt is not a readable checkpoint.*last.pt is not"):
+        load_agent(run)
+    with pytest.raises(RunError, match="holds no checkpoints"):
         load_agent(tmp_path)
-    with pytest.raises(ValueError, match="no run directory or checkpoint"):
+    with pytest.raises(RunError, match="no run directory or checkpoint"):
         load_agent(tmp_path / "missing.pt")
+    mlp = fake_run(tmp_path, "mlp", "none", model="mlp")
+    with pytest.raises(SystemExit, match="holds a mlp run; .* needs a --model hrm run"):
+        analyze_main([str(mlp), "--out", str(tmp_path / "out")])
+    dynamic = fake_run(tmp_path, "dynamic", "carry", env="DynamicMaze")
+    with pytest.raises(SystemExit, match="trained on DynamicMaze, not FourRoomsDoors"):
+        analyze_main([str(dynamic), "--env", "FourRoomsDoors", "--out", str(tmp_path / "out")])
+    with pytest.raises(SystemExit, match="different mazes.*give --env"):
+        analyze_main([str(dynamic), str(fake_run(tmp_path, "four", "carry")), "--out",
+                      str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()  # refused before any episode
 
 
 def test_analyze_writes_tables_and_plots(tmp_path):
@@ -133,10 +143,10 @@ def test_plot_runs(tmp_path, capsys):
 
 def test_run_labels_say_what_is_carried(tmp_path):
     run = fake_run(tmp_path, "full", "carry")
-    assert read_run(run)[0] == "full (hrm, FourRoomsDoors, cpu, carry)"
+    assert read_run(run)[0] == "full (hrm, FourRoomsDoors, cpu, carry, hindsight 1)"
     config = json.loads((run / "config.json").read_text())
-    (run / "config.json").write_text(json.dumps({**config, "carry_state": "full", "hindsight": 1}))
-    assert read_run(run)[0] == "full (hrm, FourRoomsDoors, cpu, carry (full z), hindsight 1)"
+    (run / "config.json").write_text(json.dumps({**config, "carry_state": "full", "hindsight": 0}))
+    assert read_run(run)[0] == "full (hrm, FourRoomsDoors, cpu, carry (full z), no hindsight)"
 
 
 def curve_run(tmp_path, name, curve):

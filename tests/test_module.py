@@ -37,7 +37,7 @@ def test_paper_preset_block_parameters():
     blocks = [m for m in net.modules() if isinstance(m, Block)]
     assert len(blocks) == 8
     assert {sum(p.numel() for p in b.parameters()) for b in blocks} == {65_536}
-    assert net.hrm.block_parameter_count() == 524_288
+    assert net.core.block_parameter_count() == 524_288
     assert HRMConfig.paper().mlp_hidden == 256
 
 
@@ -92,11 +92,11 @@ def test_one_step_gradient():
     # ...of which only the last L update (3 blocks) and last H update (2 blocks) keep gradient.
     assert with_grad == 3 + 2
     td["action_value"].sum().backward()
-    for name, p in net.hrm.H_level.named_parameters():
+    for name, p in net.core.H_level.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
-    for name, p in net.hrm.L_level.named_parameters():
+    for name, p in net.core.L_level.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
-    assert net.hrm.readout.grad is not None
+    assert net.core.readout.grad is not None
     assert td["z_H"].grad is None and td["z_L"].grad is None
     assert not td["next", "z_H"].requires_grad and not td["next", "z_L"].requires_grad
     assert td["next", "z_H"].grad_fn is None
@@ -154,10 +154,10 @@ def test_seeded_determinism():
 def test_chunked_inference_matches_one_batch():
     net = HRMQValueNet(tiny())
     td = make_td(net, (10,), is_init=False)
-    net.hrm.inference_chunk = 3
+    net.core.inference_chunk = 3
     with torch.no_grad():
         chunked = net(td.clone())
-    net.hrm.inference_chunk = 64
+    net.core.inference_chunk = 64
     with torch.no_grad():
         whole = net(td.clone())
     torch.testing.assert_close(chunked["action_value"], whole["action_value"])
@@ -179,7 +179,7 @@ def test_diagnostics():
     assert (diag["mse_H"][..., 0] > 0).all()
     torch.testing.assert_close(diag["q_segments"][..., -1, :], td["action_value"])
     # q_carried decodes the carried-in z_H (token mode: the readout vector itself).
-    torch.testing.assert_close(diag["q_carried"], net.hrm.q_head(td["z_H"]))
+    torch.testing.assert_close(diag["q_carried"], net.head(td["z_H"]))
 
 
 def test_primer_is_found_and_has_the_carried_shapes():
@@ -215,9 +215,11 @@ def test_bfloat16_autocast_runs_on_cpu():
 
 def test_parameter_groups_split_the_readout_token():
     net = HRMQValueNet(tiny())
-    emb, model = net.hrm.embedding_parameters(), net.hrm.model_parameters()
-    assert len(emb) == 1 and emb[0] is net.hrm.readout
-    assert len(emb) + len(model) == len(list(net.parameters()))
+    model, embedding = net.param_groups(lr=1e-4, embedding_lr=1e-2, embedding_weight_decay=0.1)
+    assert len(embedding["params"]) == 1 and embedding["params"][0] is net.core.readout
+    assert (embedding["lr"], embedding["weight_decay"], model["lr"], model["weight_decay"]) == (
+        1e-2, 0.1, 1e-4, 0.0)
+    assert len(embedding["params"]) + len(model["params"]) == len(list(net.parameters()))
 
 
 @pytest.mark.parametrize("positions", ["rope", "learned", "2d"])
@@ -233,12 +235,13 @@ def test_position_encodings_differ_by_position(positions):
 def test_a_patch_embeds_its_own_cells():
     net = HRMQValueNet(tiny(patch=2))
     tokens = make_td(net, (1,))["observation"].long()
-    x = net.hrm.embed(tokens)
+    embed = lambda t: net.core.inject(net.encoder(t))  # noqa: E731
+    x = embed(tokens)
     assert x.shape == (1, 37, 16)
     for row, col in ((0, 0), (1, 1), (4, 7), (10, 10)):  # (10, 10) sits in a padded patch
         changed = tokens.clone()
         changed[0, row * 11 + col] = (changed[0, row * 11 + col] + 1) % 128
-        moved = (net.hrm.embed(changed) - x).abs().sum(-1)[0].nonzero().flatten().tolist()
+        moved = (embed(changed) - x).abs().sum(-1)[0].nonzero().flatten().tolist()
         assert moved == [1 + (row // 2) * 6 + col // 2]  # position 0 is the readout token
 
 

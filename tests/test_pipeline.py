@@ -95,7 +95,7 @@ def test_dqn_update_on_collected_data():
         assert torch.isfinite(losses["loss"])
         optim.zero_grad()
         losses["loss"].backward()
-        grads = [p.grad for p in net.hrm.L_level.parameters()]
+        grads = [p.grad for p in net.core.L_level.parameters()]
         assert all(g is not None and torch.isfinite(g).all() for g in grads)
         assert any(g.abs().sum() > 0 for g in grads)
         optim.step()
@@ -148,8 +148,8 @@ def test_state_and_weights_travel_through_a_ray_collector():
         # new weights reach the actors: a greedy policy whose Q always prefers action 2
         with torch.no_grad():
             policy[1].eps.fill_(0.0)
-            net.hrm.q_head.weight.zero_()
-            net.hrm.q_head.bias.copy_(torch.tensor([0.0, 0.0, 1.0, 0.0]))
+            net.head.weight.zero_()
+            net.head.bias.copy_(torch.tensor([0.0, 0.0, 1.0, 0.0]))
         collector.update_policy_weights_()
         data = next(batches)
         assert (data["action"].argmax(-1) == 2).all()

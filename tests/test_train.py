@@ -1,8 +1,7 @@
 """examples/dqn_hrm.py end to end: a short run with 2 workers (collect, store, update, evaluate,
-checkpoint, resume), Ctrl-C, and its errors."""
+checkpoint, resume), Ctrl-C, run directories, and the command line's errors."""
 
 import csv
-import importlib.util
 import json
 import math
 import os
@@ -15,6 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from hrm_torchrl.runs import Run
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "dqn_hrm.py"
 SMALL = [
@@ -22,13 +23,6 @@ SMALL = [
     "--warmup-frames", "128", "--batch-size", "16", "--eval-episodes", "8",
     "--eval-every", "256", "--minutes", "0", "--buffer-size", "10000", "--no-compile",
 ]
-
-
-def load_example():
-    spec = importlib.util.spec_from_file_location("dqn_hrm", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def run(args, timeout=120):
@@ -59,21 +53,33 @@ def test_short_run_then_resume(tmp_path, collector):
     check_metrics(run_dir, min_rows=2)
     assert (run_dir / "logs" / "scalars" / "eval" / "success_rate.csv").exists()
 
-    second = run([*small, "--frames", "768", "--run-dir", str(run_dir), "--resume"])
+    # a run directory that holds a run is refused, its files untouched
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    again = run([*small, "--frames", "768", "--run-dir", str(run_dir)])
+    assert again.returncode != 0 and "already holds a run" in again.stderr
+    assert "--resume" in again.stderr and "--overwrite" in again.stderr
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+
+    # --resume continues with the saved config (hindsight 1, the collector), the flags given
+    # applied everywhere: --frames, and --lr in the optimizer
+    second = run(["--frames", "768", "--lr", "0.0005", "--run-dir", str(run_dir), "--resume"])
     assert second.returncode == 0, second.stderr[-3000:]
-    assert "resumed from" in second.stderr + second.stdout
+    assert "resumed from" in second.stderr + second.stdout and "lr 0.001 -> 0.0005" in second.stdout
     resumed = json.loads((run_dir / "summary.json").read_text())
     assert resumed["frames"] >= 768 and resumed["updates"] > summary["updates"]
     assert resumed["wall_seconds"] > summary["wall_seconds"]
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["lr"] == 0.0005 and config["workers"] == 2 and config["hindsight"] == 1
+    state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
+    assert [g["lr"] for g in state["optimizer"]["param_groups"]] == [0.0005, 0.01]
+    check_metrics(run_dir, min_rows=3)
 
-    # a checkpoint from another env or preset is refused with a clear error
-    other = run([*small, "--env", "DynamicMaze", "--run-dir", str(run_dir), "--resume"])
+    # what would change the network or the maze is refused, naming it
+    other = run(["--env", "DynamicMaze", "--run-dir", str(run_dir), "--resume"])
     assert other.returncode != 0
-    assert "trained with env='FourRoomsDoors'" in other.stderr
-    # ...and so is one of another model configuration (here: another number of segments)
-    fewer = run([*small, "--segments", "1", "--run-dir", str(run_dir), "--resume"])
-    assert fewer.returncode != 0
-    assert "holds another model configuration" in fewer.stderr
+    assert "trained with env='FourRoomsDoors'" in other.stderr and "drop --env" in other.stderr
+    fewer = run(["--hrm", "segments=1", "--run-dir", str(run_dir), "--resume"])
+    assert fewer.returncode != 0 and "drop --hrm" in fewer.stderr
 
 
 def check_metrics(run_dir, min_rows):
@@ -109,7 +115,7 @@ def test_baselines_train_in_the_same_pipeline(tmp_path, model, extra):
     state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
     assert state["config"]["model"] == model
     # the checkpoint cannot be resumed as another model
-    other = run([*SMALL, "--model", "hrm", "--run-dir", str(run_dir), "--resume"])
+    other = run(["--model", "hrm", "--run-dir", str(run_dir), "--resume"])
     assert other.returncode != 0 and f"trained with model={model!r}" in other.stderr
 
 
@@ -136,8 +142,7 @@ def test_runs_that_end_before_any_update_exit(tmp_path):
     assert short.returncode == 0, short.stderr[-3000:]
     assert json.loads((run_dir / "summary.json").read_text())["updates"] == 0
     # a resume whose frames already reach --frames collects nothing and exits as well
-    again = run([*SMALL, "--frames", "64", "--warmup-frames", "5000", "--run-dir", str(run_dir),
-                 "--resume"], timeout=90)
+    again = run(["--run-dir", str(run_dir), "--resume"], timeout=90)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resumed from" in again.stderr + again.stdout
     assert json.loads((run_dir / "summary.json").read_text())["frames"] == 64
@@ -216,114 +221,81 @@ def test_stop_signal_saves_and_leaves_no_worker(tmp_path, collector, signum):
 @pytest.mark.parametrize(
     "args, match",
     [
-        (["--env", "Maze"], "unknown env 'Maze'; choose one of \\['FourRoomsDoors', 'DynamicMaze'\\]"),
-        (["--preset", "gpu"], "unknown preset 'gpu'; choose one of \\['cpu', 'paper'\\]"),
-        (["--carry", "keep"], "unknown --carry 'keep'"),
-        (["--batch-size", "0"], "--batch-size must be at least 1"),
-        (["--segments", "0"], "--segments must be at least 1, got 0"),
-        (["--model", "gpt"], "unknown --model 'gpt'; choose one of \\['hrm', 'mlp', 'lstm'\\]"),
-        (["--model", "mlp", "--carry", "reset"], "--carry applies to hrm and lstm"),
-        (["--model", "lstm", "--segments", "2"], "--segments, --hrm and --deep-supervision apply to"),
-        (["--model", "mlp", "--hrm", "patch=1"], "--segments, --hrm and --deep-supervision apply to"),
+        (["--batch-size", "0"], "--batch-size: must be an integer of at least 1, got 0"),
+        (["--model", "mlp", "--carry", "reset"], "--carry: applies to hrm and lstm"),
+        (["--model", "lstm", "--deep-supervision"], "--deep-supervision: applies to model 'hrm' only"),
+        (["--model", "mlp", "--hrm", "patch=1"], "--hrm: applies to model 'hrm' only"),
+        (["--hrm", "heads=3"], "--hrm: .*HRMConfig.hidden \\(64\\) must be divisible by heads \\(3\\)"),
+        (["--hrm", "vocab_size=10"], "--hrm: must read the mazes' 11x11 grids"),
+        (["--hrm", "grid_shape=121,1"], "--hrm: must read the mazes' 11x11 grids"),
+        (["--hindsight", "-1"], "--hindsight: must be an integer of 0 \\(off\\) or more, got -1"),
+        (["--seed", "-1"], "--seed: must be an integer of 0 or more, got -1"),
+        (["--minutes", "-1"], "--minutes: must be 0 \\(no limit\\) or a positive number, got -1.0"),
+        (["--minutes", "nan"], "--minutes: must be 0 \\(no limit\\) or a positive number, got nan"),
+        (["--threads", "-2"], "--threads: must be an integer of 0 \\(torch's default\\) or more"),
+        (["--eval-every", "0"], "--eval-every: must be an integer of at least 1, got 0"),
+        (["--warmup-frames", "5000", "--buffer-size", "4096"],
+         "--warmup-frames: \\(5000\\) exceeds the replay's buffer_size \\(4096\\)"),
+        (["--lr", "-0.001"], "--lr: must lie in \\(0, inf\\), got -0.001"),
+        (["--gamma", "1.5"], "--gamma: must lie in \\(0, 1\\], got 1.5"),
+        (["--target-eps", "1"], "--target-eps: must lie in \\[0, 1\\), got 1.0"),
+        (["--eps-end", "1.5"], "--eps-end: must lie in \\[0, eps_init=1.0\\]"),
+        (["--ray-address", "auto"], "--ray-address: applies to collector 'ray' only"),
+        (["--resume"], "--resume needs the --run-dir"),
+        (["--resume", "--overwrite", "--run-dir", "x"], "give --resume or --overwrite, not both"),
+    ],
+)
+def test_bad_flags_raise_clear_errors(args, match, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match=f"^error: {match}"):
+        Run.from_command_line(args)
+    assert not list(tmp_path.iterdir())  # refused before any directory was made
+
+
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["--env", "Maze"], "argument --env: invalid choice: 'Maze'"),
+        (["--preset", "gpu"], "argument --preset: invalid choice: 'gpu'"),
+        (["--carry", "keep"], "argument --carry: invalid choice: 'keep'"),
+        (["--collector", "spark"], "argument --collector: invalid choice: 'spark'"),
         (["--hrm", "patch"], "--hrm: HRMConfig override 'patch' is not of the form field=value"),
         (["--hrm", "pach=1"], "--hrm: unknown HRMConfig field 'pach'"),
         (["--hrm", "patch=two"], "--hrm: HRMConfig.patch takes int, got 'two'"),
-        (["--hrm", "heads=3"], "--hrm: HRMConfig.hidden \\(64\\) must be divisible by heads \\(3\\)"),
-        (["--hrm", "segments=4"], "give the segments with --segments, not --hrm"),
-        (["--hindsight", "-1"], "--hindsight must be 0 \\(off\\) or more, got -1"),
-        (["--minutes", "-1"], "--minutes must be 0 \\(no limit\\) or more, got -1.0"),
-        (["--threads", "-2"], "--threads must be 0 \\(torch's default\\) or more, got -2"),
-        (["--eval-every", "0"], "--eval-every must be at least 1, got 0"),
-        (["--warmup-frames", "5000", "--buffer-size", "4096"],
-         "--warmup-frames \\(5000\\) exceeds the replay's --buffer-size \\(4096\\)"),
-        (["--lr", "-0.001"], "--lr must be positive, got -0.001"),
-        (["--gamma", "1.5"], "--gamma must lie in \\(0, 1\\], got 1.5"),
-        (["--target-eps", "1"], "--target-eps must lie in \\[0, 1\\), got 1.0"),
-        (["--advantage-learning", "-0.1"], "--advantage-learning must lie in \\[0, 1\\), got -0.1"),
-        (["--eps-frames", "10", "--eps-updates", "10"], "--eps-frames or --eps-updates, not both"),
-        (["--eps-end", "1.5"], "--eps-end must lie in \\[0, 1.0\\]"),
-        (["--collector", "spark"], "unknown --collector 'spark'; choose one of \\['multisync', 'ray'\\]"),
-        (["--ray-address", "auto"], "--ray-address applies to --collector ray only"),
+        (["--segments", "3"], "unrecognized arguments: --segments 3"),
     ],
 )
-def test_bad_flags_raise_clear_errors(args, match):
-    example = load_example()
-    with pytest.raises(SystemExit, match=match):
-        example.main(args)
+def test_bad_flags_are_usage_errors(args, match, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        Run.from_command_line(args)
+    assert stopped.value.code == 2 and match in capsys.readouterr().err
 
 
 def test_ray_collector_without_ray_names_the_extra(monkeypatch):
-    example = load_example()
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
-    with pytest.raises(SystemExit, match=r"--collector ray needs Ray.*pip install -e '\.\[ray\]'"):
-        example.main(["--collector", "ray"])
+    with pytest.raises(SystemExit, match=r"--collector: 'ray' needs Ray.*pip install -e '\.\[ray\]'"):
+        Run.from_command_line(["--collector", "ray"])
 
 
-def test_resume_without_checkpoint_errors(tmp_path):
-    example = load_example()
-    with pytest.raises(SystemExit, match="--resume but .*last.pt does not exist"):
-        example.main(["--run-dir", str(tmp_path / "none"), "--resume"])
+def test_resume_checks_the_checkpoint_before_anything_else(tmp_path):
+    started = time.time()
+    with pytest.raises(SystemExit, match="no checkpoint at .*none/checkpoints/last.pt"):
+        Run.from_command_line(["--run-dir", str(tmp_path / "none"), "--resume"])
+    assert not (tmp_path / "none").exists()
+    (tmp_path / "bad" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "bad" / "checkpoints" / "last.pt").write_bytes(b"PK\x03\x04truncated")
+    with pytest.raises(SystemExit, match="bad/checkpoints/last.pt is not a readable checkpoint"):
+        Run.from_command_line(["--run-dir", str(tmp_path / "bad"), "--resume"])
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit, match="--run-dir .*file is a file, not a directory"):
+        Run.from_command_line(["--run-dir", str(tmp_path / "file")])
+    assert time.time() - started < 5
 
 
-def test_flags_override_the_preset():
-    example = load_example()
-    cfg = example.resolve_config(example.parse_args(["--preset", "paper", "--lr", "0.5",
-                                                     "--no-deep-supervision", "--device", "cpu"]))
-    assert cfg["lr"] == 0.5 and cfg["deep_supervision"] is False
-    assert cfg["batch_size"] == 256 and cfg["target_eps"] == 0.999 and cfg["workers"] == 5
-    assert cfg["segments"] is None  # the model preset's
-    # the paper's algorithm: no relabeling, epsilon annealed over 300K optimizer steps
-    assert cfg["hindsight"] == 0 and cfg["eps_updates"] == 300_000 and cfg["eps_frames"] is None
-    assert example.resolve_config(example.parse_args(["--segments", "3"]))["segments"] == 3
-    cells = example.resolve_config(example.parse_args(["--hrm", "patch=1", "--hrm", "hidden=32",
-                                                       "--segments", "3"]))
-    _, model_config = example.make_network(cells)
-    assert (model_config["patch"], model_config["hidden"], model_config["segments"]) == (1, 32, 3)
-    assert model_config["positions"] == "2d" and model_config["H_layers"] == 1  # the rest: cpu's
-    per_frame = example.resolve_config(example.parse_args(["--preset", "paper", "--device", "cpu",
-                                                           "--eps-frames", "9600000"]))
-    assert per_frame["eps_frames"] == 9_600_000 and per_frame["eps_updates"] is None
-    mlp = example.resolve_config(example.parse_args(["--model", "mlp"]))
-    assert mlp["carry"] == "none" and mlp["deep_supervision"] is False
-    assert os.fspath(SCRIPT).endswith("dqn_hrm.py")
-
-
-def test_advantage_learning_flag_gives_dqn_loss_its_estimator():
-    from torchrl.objectives.value import TD0Estimator
-
-    from hrm_torchrl.action_gap import AdvantageLearningEstimator
-
-    example = load_example()
-    env = example.make_env("DynamicMaze", num_envs=1)
-    spec = env.action_spec_unbatched
-    env.close()
-    learners = {}
-    for alpha in ("0", "0.9"):
-        cfg = example.resolve_config(example.parse_args(["--advantage-learning", alpha,
-                                                         "--no-compile", "--device", "cpu"]))
-        net, _ = example.make_network(cfg)
-        learners[alpha] = example.make_learner(net, spec, cfg)[1].value_estimator
-    assert type(learners["0"]) is TD0Estimator  # the preset's: plain TD
-    assert isinstance(learners["0.9"], AdvantageLearningEstimator)
-    assert learners["0.9"].alpha == 0.9 and learners["0.9"].gamma == cfg["gamma"]
-
-
-@pytest.mark.parametrize("model", ["hrm", "mlp", "lstm"])
-def test_compiled_network_agrees_with_eager(model):
-    example = load_example()
-    torch.manual_seed(0)
-    cfg = example.resolve_config(example.parse_args(["--model", model, "--device", "cpu"]))
-    eager, _ = example.make_network(cfg)
-    compiled, _ = example.make_network(cfg)
-    compiled.load_state_dict(eager.state_dict())
-    example.compile_network(compiled)
-    assert compiled.state_dict().keys() == eager.state_dict().keys()  # checkpoints unchanged
-    primer, _ = example.carried_state(eager)
-    env = example.make_env("FourRoomsDoors", num_envs=6, seed=0, primer=primer)
-    data = env.rollout(4, break_when_any_done=False).reshape(-1)
-    data = data.exclude("action_value")
-    for grad in (False, True):
-        with torch.set_grad_enabled(grad):
-            q_eager = eager(data.clone())["action_value"]
-            q_compiled = compiled(data.clone())["action_value"]
-        torch.testing.assert_close(q_compiled, q_eager, atol=1e-5, rtol=1e-4)
+def test_the_examples_help_shows_the_presets_values():
+    cpu = run(["--help"], timeout=60).stdout
+    paper = run(["--preset", "paper", "--help"], timeout=60).stdout
+    flat = lambda text: " ".join(text.split())  # noqa: E731  argparse wraps its lines
+    lr = lambda text: flat(text.split("--lr LR")[2])[:60]  # noqa: E731  [1] is the usage line
+    assert "(default: 0.001)" in lr(cpu) and "(default: 0.0001)" in lr(paper)
+    assert "{hrm,mlp,lstm}" in cpu and flat(cpu).count("(default: None)") == 1  # --ray-address

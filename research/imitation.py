@@ -3,9 +3,9 @@ optimizer get on a maze by supervised imitation, against minibatch passes and mi
 greedy success beside it at equal minibatch passes says whether the RL or the network is the slow
 part.
 
-    python benchmarks/imitation.py [--env DynamicMaze] [--minutes 6] [--states 200000]
+    python research/imitation.py [--env DynamicMaze] [--minutes 6] [--states 200000]
         [--data FILE] [--json FILE] [-- EXAMPLE_FLAGS]   # e.g. -- --model mlp, or -- --hrm patch=1
-    python benchmarks/imitation.py --trajectories [--mazes 128] [--acting oracle|network]
+    python research/imitation.py --trajectories [--mazes 128] [--acting oracle|network]
         [--replay N [--relabel]] [--target actions|values] [-- --carry reset]
 
 Data: the states the oracle visits while acting epsilon-greedily (eps 0.3, so that states off its
@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -64,12 +63,12 @@ from torchrl.modules import EGreedyModule, QValueActor, QValueModule
 from tqdm import tqdm
 
 from hrm_torchrl import make_env
+from hrm_torchrl.dqn import (EVAL_SEED, ConfigError, carried_keys, config_from_changes, flag_error,
+                             make_network, parse_args)
 from hrm_torchrl.evaluation import first_episodes, learning_diagnostics, success_by_distance, summarize
 from hrm_torchrl.mazes import CODES
 from hrm_torchrl.oracle import OraclePolicy, optimal_values
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline_speed import load_example  # noqa: E402
 
 FAR = 8  # steps from the goal: the accuracy of the longer plans is reported apart
 EPS = 0.3  # random actions of the acting policy, so that states off its paths appear too
@@ -269,45 +268,49 @@ def main(argv=None):
     if args.relabel and not args.replay:
         raise SystemExit("error: --relabel relabels the states stored in the replay: give --replay")
 
-    example = load_example()
-    example_args = example.parse_args(
-        ["--env", args.env, "--seed", str(args.seed), *args.example_flags])
-    model = example_args.model or example.PRESETS.get(example_args.preset, {}).get("model")
+    changes, _ = parse_args(["--env", args.env, "--seed", str(args.seed), *args.example_flags])
+    model = changes.get("model", "hrm")
     if args.trajectories:
-        if example_args.deep_supervision:
+        if changes.get("deep_supervision", changes.get("preset") == "paper"):
             raise SystemExit("error: --trajectories takes no --deep-supervision: its segments "
                              "would not hand the carried state on")
-    elif model == "lstm" or example_args.carry == "carry":
+    elif model == "lstm" or changes.get("carry") == "carry":
         raise SystemExit("error: imitation trains on single states, so the network must not carry "
                          "state: --model hrm (run as Reset Z) or --model mlp, or use --trajectories")
     elif model == "hrm":
-        example_args.carry = "reset"
-    cfg = example.resolve_config(example_args)
-    if cfg["threads"]:
-        torch.set_num_threads(cfg["threads"])
+        changes["carry"] = "reset"
+    try:
+        cfg = config_from_changes({"device": "cpu", **changes})
+    except ConfigError as error:
+        raise SystemExit(flag_error(error)) from None
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     torch.manual_seed(args.seed)
 
     if not args.trajectories:
         train, held_out = load_or_collect(args.data, args.env, args.states, args.held_out,
-                                          args.seed, cfg["gamma"])
+                                          args.seed, cfg.gamma)
         tqdm.write(f"mean distance to the goal {train['distance'].float().mean():.1f}")
 
-    net, description = example.make_network(cfg)
-    optimizer = example.make_optimizer(net, cfg)
-    if cfg["compile"]:
-        example.compile_network(net)
-    primer, state_keys = example.carried_state(net)
-    eval_env = make_env(args.env, num_envs=cfg["eval_episodes"], primer=primer)
+    net = make_network(cfg)
+    description = cfg.hrm.to_dict() if cfg.model == "hrm" else {"model": cfg.model}
+    optimizer = torch.optim.AdamW(net.param_groups(cfg.lr, cfg.embedding_lr,
+                                                   cfg.embedding_weight_decay), betas=cfg.betas)
+    if cfg.compile:
+        net.compile_modules()
+    primer = net.make_tensordict_primer()
+    state_keys = carried_keys(primer)
+    eval_env = make_env(args.env, num_envs=cfg.eval_episodes, primer=primer)
     actor = QValueActor(net, spec=eval_env.action_spec_unbatched)
     generator = torch.Generator().manual_seed(args.seed)
     if args.trajectories:
         train_env = make_env(args.env, num_envs=args.mazes, seed=args.seed, primer=primer)
-        batches, batch_size = trajectories(train_env, args.acting, cfg["gamma"]), args.mazes
+        batches, batch_size = trajectories(train_env, args.acting, cfg.gamma), args.mazes
         replay = TensorDictReplayBuffer(storage=LazyTensorStorage(args.replay),
                                         batch_size=batch_size) if args.replay else None
         stored = ["observation", "is_init", *LABELS, *state_keys]
     else:
-        batches, batch_size = sampled(train, cfg["batch_size"], generator), cfg["batch_size"]
+        batches, batch_size = sampled(train, cfg.batch_size, generator), cfg.batch_size
         replay = None
 
     # seconds: training only, not evaluating; --steps and --eval-every count minibatches
@@ -321,7 +324,7 @@ def main(argv=None):
         else:
             scores = held_out_accuracy(net, held_out)
         return {"accuracy": scores[0], "accuracy_far": scores[1]} | greedy_success(
-            actor, eval_env, example.EVAL_SEED) | {
+            actor, eval_env, EVAL_SEED) | {
             "minibatches": minibatches, "optimizer_steps": optimizer_steps,
             "samples": minibatches * batch_size, "seconds": seconds, "loss": loss}
 
@@ -336,10 +339,10 @@ def main(argv=None):
                     net(live)
                 replay.extend(live.select(*stored))
                 if args.relabel:
-                    replay.extend(moved_goal(live.select(*stored), generator, cfg["gamma"]))
+                    replay.extend(moved_goal(live.select(*stored), generator, cfg.gamma))
                 batch = replay.sample()
-            loss, steps = train_minibatch(net, batch, optimizer, cfg["grad_clip"],
-                                          cfg["deep_supervision"], args.target)
+            loss, steps = train_minibatch(net, batch, optimizer, cfg.grad_clip,
+                                          cfg.deep_supervision, args.target)
             if args.trajectories:  # the Q-values of the new states, before the update
                 online.append(hits(live["action_value"], live))
             minibatches, optimizer_steps = minibatches + 1, optimizer_steps + steps
@@ -356,12 +359,12 @@ def main(argv=None):
     eval_env.close()
     if args.trajectories:
         train_env.close()
-    result = {"env": args.env, "preset": cfg["preset"], "network": description,
-              "carry": cfg["carry"],
-              "carry_state": cfg["carry_state"] if cfg["model"] == "hrm" else None,
+    result = {"env": args.env, "preset": cfg.preset, "network": description,
+              "carry": cfg.carry,
+              "carry_state": cfg.carry_state if cfg.model == "hrm" else None,
               "data": "trajectories" if args.trajectories else "states",
               "acting": args.acting if args.trajectories else None, "target": args.target,
-              "gamma": cfg["gamma"], "replay": args.replay,
+              "gamma": cfg.gamma, "replay": args.replay,
               "relabel": args.relabel,
               "batch_size": batch_size, "states": None if args.trajectories else len(train),
               "rows": rows}
@@ -373,7 +376,7 @@ def main(argv=None):
 
 def train_minibatch(net, batch: TensorDict, optimizer, grad_clip: float,
                     deep_supervision: bool, target: str) -> tuple[float, int]:
-    """Trains on one minibatch, as the example's minibatch_update with ``imitation_loss`` toward
+    """Trains on one minibatch, as the example's update with ``imitation_loss`` toward
     ``target`` in place of DQN's: one optimizer step, or with deep supervision one per segment,
     each segment starting from the previous one's detached state. Without deep supervision the
     network runs on ``batch`` in place (its Q-values and carried state land there). Returns the last

@@ -1,14 +1,19 @@
-"""AdvantageLearningEstimator: DQNLoss trains toward the TD target minus alpha times the target
-network's action gap at the replayed state, carried recurrent state included."""
+"""The research value targets: AdvantageLearningEstimator (DQNLoss trains toward the TD target
+minus alpha times the target network's action gap at the replayed state, carried recurrent state
+included) and OracleValueEstimator (the A* oracle's exact Q*)."""
 
+import numpy as np
 import pytest
 import torch
 from torchrl.envs.utils import step_mdp
 from torchrl.modules import QValueActor
 from torchrl.objectives import DQNLoss
 
+import hrm_torchrl
 from hrm_torchrl import HRMConfig, HRMQValueNet, make_env
-from hrm_torchrl.action_gap import AdvantageLearningEstimator
+from hrm_torchrl.mazes import AGENT, CLOSED_DOOR, GOAL, WALL
+from hrm_torchrl.oracle import optimal_values
+from research.value_targets import AdvantageLearningEstimator, OracleValueEstimator
 
 TINY = dict(hidden=16, heads=2, H_layers=1, L_layers=1, H_cycles=1, L_cycles=2, segments=2)
 GAMMA = 0.9
@@ -83,3 +88,38 @@ def test_bad_input_raises_clear_errors(replayed):
         AdvantageLearningEstimator(gamma=GAMMA, value_network=actor, alpha=1.0)
     with pytest.raises(ValueError, match="needs the value_network"):
         AdvantageLearningEstimator(gamma=GAMMA, value_network=None)
+
+
+def test_oracle_value_estimator_gives_dqn_loss_the_exact_target():
+    from torchrl.modules import QValueActor
+    from torchrl.objectives import DQNLoss
+
+    torch.manual_seed(0)
+    env = hrm_torchrl.make_env("DynamicMaze", num_envs=8, seed=0)
+    actor = QValueActor(hrm_torchrl.MLPQValueNet(4), spec=env.action_spec_unbatched)
+    loss = DQNLoss(actor, loss_function="l2", delay_value=False)
+    loss.make_value_estimator(OracleValueEstimator(gamma=0.9))
+    with torch.no_grad():
+        data = env.rollout(6, actor, break_when_any_done=False).reshape(-1)
+    env.close()
+    q = actor(data.clone())["action_value"].detach()
+    taken = data["action"].argmax(-1)
+    values = [optimal_values(o, 0.9)[0][a] for o, a in zip(data["observation"].numpy(), taken)]
+    target = torch.tensor(values)
+    predicted = q.gather(-1, taken[:, None]).squeeze(-1)
+    target = torch.where(target.isnan(), predicted, target)  # no path: no loss
+    expected = (predicted - target).pow(2).mean()
+    assert torch.isclose(loss(data)["loss"], expected, atol=1e-6)
+    # a maze whose closed door blocks every path: the target is the prediction itself
+    grid = np.full((11, 11), ord("."), np.uint8)
+    grid[0, 0], grid[0, 1], grid[1, 0], grid[5, 5] = AGENT, CLOSED_DOOR, WALL, GOAL
+    blocked = data[:1].clone()
+    blocked["observation"] = torch.from_numpy(grid.reshape(1, -1)).to(blocked["observation"].dtype)
+    blocked["action_value"] = torch.tensor([[0.1, 0.2, 0.3, 0.4]])
+    blocked["action"] = torch.tensor([[False, False, True, False]])
+    assert loss.value_estimator.value_estimate(blocked).item() == pytest.approx(0.3)
+    assert loss.value_estimator(blocked.clone())["value_target"].item() == pytest.approx(0.3)
+    with pytest.raises(KeyError, match="needs the network's 'action_value'"):
+        loss.value_estimator.value_estimate(data.exclude("action_value"))
+    with pytest.raises(ValueError, match="gamma must lie in"):
+        OracleValueEstimator(gamma=1.5)

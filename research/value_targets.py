@@ -1,26 +1,30 @@
-"""Advantage learning (Bellemare et al. 2016, "Increasing the action gap"): a TD target that
+"""Value targets for DQNLoss other than TD(0), from the research log (research/README.md): the A*
+oracle's exact Q* (``OracleValueEstimator``) and advantage learning (``AdvantageLearningEstimator``).
+Each is a TorchRL value estimator: ``loss.make_value_estimator(estimator)``, or
+``hrm_torchrl.dqn.make_learner(..., value_estimator=lambda actor: estimator)``.
+
+Advantage learning (Bellemare et al. 2016, "Increasing the action gap"): a TD target that
 widens the gap between the best action's value and the others'.
 
-The plain TD target r + gamma max Q(s') has Q* as its fixed point. In the mazes, under gamma 0.95,
-a bump into a wall is worth only 0.03-0.06 less than the best move, less than a regression's
-error, so a greedy policy read off approximate Q-values walks into walls (benchmarks/README.md,
-"DynamicMaze: what holds it", part 7). Advantage learning subtracts ``alpha`` times the target
-network's own gap at the replayed state:
+The plain TD target r + gamma max Q(s') has Q* as its fixed point; advantage learning subtracts
+``alpha`` times the target network's own gap at the replayed state:
 
     y = r + gamma max_a' Q_target(s', a') - alpha * (max_b Q_target(s, b) - Q_target(s, a))
 
 Its fixed point keeps the best action's value, V*(s), and stretches every other action's gap to
 V* by 1 / (1 - alpha) (10x for the usual alpha 0.9), so the greedy action is the same and the
-order of the actions survives larger errors. On DynamicMaze (part 8 there) alpha 0.9 did not
-lift the RL in 3 of 3 runs, at 1.3-1.4x the wall time; the presets keep plain TD.
+order of the actions survives larger errors.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from tensordict.nn import TensorDictModuleBase
 from torchrl.objectives.utils import hold_out_net
-from torchrl.objectives.value import TD0Estimator
+from torchrl.objectives.value import TD0Estimator, ValueEstimatorBase
+
+from hrm_torchrl.oracle import optimal_values
 
 
 def taken_action_value(values: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
@@ -57,7 +61,7 @@ class AdvantageLearningEstimator(TD0Estimator):
         >>> from torchrl.modules import QValueActor
         >>> from torchrl.objectives import DQNLoss
         >>> from hrm_torchrl import make_env
-        >>> from hrm_torchrl.action_gap import AdvantageLearningEstimator
+        >>> from research.value_targets import AdvantageLearningEstimator
         >>> from hrm_torchrl.baselines import MLPQValueNet
         >>> env = make_env("DynamicMaze", num_envs=8, seed=0)
         >>> actor = QValueActor(MLPQValueNet(4), spec=env.action_spec_unbatched)
@@ -100,3 +104,66 @@ class AdvantageLearningEstimator(TD0Estimator):
             return target
         gap = self.action_gap(tensordict, target_params)
         return target - self.alpha * gap.to(target.dtype).view_as(target)
+
+
+class OracleValueEstimator(ValueEstimatorBase):
+    """The oracle's Q*(s, a) as the target of a TorchRL value loss, in place of a bootstrapped
+    one: ``DQNLoss.make_value_estimator(OracleValueEstimator(gamma))`` trains the Q-network toward
+    ``optimal_values`` of each replayed observation at its taken action (under the doors it shows),
+    with no target network and no reward read. It says what an RL pipeline loses to its
+    bootstrapped targets: the same data, collector, replay and optimizer, an exact target.
+
+    Rows without a path (closed doors block every one) have no exact value; their target is the
+    network's own prediction (the ``action_value`` that ``DQNLoss`` computes before it asks for the
+    target), so that they add no loss. Labelling is A* in Python, ~0.3 ms per row.
+
+    Args:
+        gamma: the discount of the values, in (0, 1].
+
+    Keyword Args:
+        observation_key, action_key, action_value_key: the token observation ([*B, 121]), the
+            taken action (one-hot [*B, 4] or an index) and the network's Q-values ([*B, 4]).
+
+    Examples:
+        >>> import torch
+        >>> from torchrl.modules import QValueActor
+        >>> from torchrl.objectives import DQNLoss
+        >>> from hrm_torchrl import make_env
+        >>> from hrm_torchrl.baselines import MLPQValueNet
+        >>> from research.value_targets import OracleValueEstimator
+        >>> env = make_env("DynamicMaze", num_envs=8, seed=0)
+        >>> actor = QValueActor(MLPQValueNet(4), spec=env.action_spec_unbatched)
+        >>> loss = DQNLoss(actor, loss_function="l2", delay_value=False)  # no target network
+        >>> loss = loss.make_value_estimator(OracleValueEstimator(gamma=0.95))
+        >>> data = env.rollout(5, actor, break_when_any_done=False)  # [8 mazes, 5 steps]
+        >>> loss(data.reshape(-1))["loss"].backward()
+    """
+
+    def __init__(self, gamma: float, *, observation_key="observation", action_key="action",
+                 action_value_key="action_value"):
+        if not 0 < gamma <= 1:
+            raise ValueError(f"gamma must lie in (0, 1], got {gamma}")
+        super().__init__(value_network=None)
+        self.gamma = gamma
+        self.observation_key, self.action_key = observation_key, action_key
+        self.action_value_key = action_value_key
+
+    def value_estimate(self, tensordict, target_params=None, next_value=None, **kwargs):
+        """Q*(observation, action), [*B, 1]; the prediction itself where no path exists."""
+        prediction = tensordict.get(self.action_value_key, None)
+        if prediction is None:
+            raise KeyError(f"OracleValueEstimator needs the network's {self.action_value_key!r} "
+                           "for the rows without a path; run the network on the tensordict first "
+                           "(DQNLoss.forward does)")
+        observation = tensordict.get(self.observation_key)
+        values = torch.from_numpy(np.stack([
+            optimal_values(row, self.gamma)[0]
+            for row in observation.reshape(-1, observation.shape[-1]).cpu().numpy()]))
+        values = values.reshape(prediction.shape).to(prediction.device)
+        values = torch.where(values.isnan(), prediction.detach().to(values.dtype), values)
+        return taken_action_value(values, tensordict.get(self.action_key)).to(prediction.dtype)
+
+    def forward(self, tensordict, *, params=None, target_params=None):
+        """Writes ``value_estimate`` to the ``value_target`` key, as TorchRL's estimators do."""
+        tensordict.set(self.tensor_keys.value_target, self.value_estimate(tensordict))
+        return tensordict
