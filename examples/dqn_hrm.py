@@ -57,6 +57,10 @@ def main(argv=None) -> int:
     # the flags over the preset (or the saved run with --resume), checked before anything slow
     run = Run.from_command_line(argv, description=__doc__.split("\n\n")[0])
     cfg = run.config
+    stop = StopRequest()  # from here on, Ctrl-C and SIGTERM save and stop
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    run.scope_temporary_files()  # NetHack's, which a killed run would leave in /tmp
     torch.manual_seed(cfg.seed)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
@@ -81,14 +85,9 @@ def main(argv=None) -> int:
     best_success = counters["best_success"]
 
     # -- collector, relabeling, n-step returns, replay -------------------------------------------
-    stop = StopRequest()
-    # Spawned workers and a local Ray cluster's processes inherit "ignore Ctrl-C": the first
-    # Ctrl-C is ours to handle (save, then shut them down).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    # A resumed run goes on with new mazes and exploration instead of repeating its first rounds'.
+    # The workers ignore Ctrl-C and SIGTERM: the signal is ours to handle (save, then shut them
+    # down). A resumed run goes on with new mazes and exploration, not its first rounds' again.
     collector, shutdown_collector = make_collector(cfg, policy, primer, seed=cfg.seed + frames)
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
     if cfg.compile:  # now that the workers hold their own (eager) copy of the policy
         net.compile_modules()
     hindsight = HindsightRelabel(copies=cfg.hindsight)  # copies=0 only adds the mask
@@ -129,8 +128,10 @@ def main(argv=None) -> int:
            else tqdm(total=cfg.frames, initial=frames, unit="frame"))
     last_eval, loss_value, eval_result, failed = frames, float("nan"), {}, False
     frames_at_start, wait_seconds, train_seconds, tick = frames, 0.0, 0.0, time.time()
+    last_save = tick
     try:
-        for data in collector if frames < cfg.frames else ():  # a resume may be done already
+        # a resume may be done already; a signal may have come during start-up
+        for data in collector if frames < cfg.frames and not stop.requested else ():
             got_data = time.time()
             wait_seconds += got_data - tick
             data = data.reshape(-1, data.shape[-1])  # [workers * mazes, time]
@@ -169,10 +170,22 @@ def main(argv=None) -> int:
                             wait=f"{wait_seconds:.0f}s", train=f"{train_seconds:.0f}s")
             logger.log_scalar("train/loss", loss_value, step=frames)
             if frames - last_eval >= cfg.eval_every:
-                last_eval, eval_result = frames, evaluate()
-            if stop.requested or frames >= cfg.frames or time.time() - start >= budget:
+                last_eval, eval_result, last_save = frames, evaluate(), time.time()
+            elif cfg.checkpoint_minutes and time.time() - last_save >= 60 * cfg.checkpoint_minutes:
+                run.save(run.last, checkpoint_state())  # what a kill between evaluations keeps
+                last_save = time.time()
+            if stop.requested:  # saved before the shutdown, which a second Ctrl-C may cut short
+                run.save(run.last, checkpoint_state())
+                break
+            if frames >= cfg.frames or time.time() - start >= budget:
                 break
             tick = time.time()
+    except KeyboardInterrupt:  # a second Ctrl-C: stop at once, saying what is kept
+        bar.close()
+        kept = f"{run.last} holds {torch.load(run.last, weights_only=False)['frames']} frames" \
+            if run.last.exists() else "no checkpoint was saved"
+        tqdm.write(f"stopped at once at {frames} frames; {kept}")
+        return 130
     finally:
         bar.close()
         shutdown_collector()  # a RayCollector also stops the local Ray cluster it started
@@ -180,7 +193,8 @@ def main(argv=None) -> int:
         eval_env.close()
         return 1
     if stop.requested:
-        run.save(run.last, checkpoint_state())
+        if not run.last.exists() or frames == frames_at_start:  # stopped before the first round
+            run.save(run.last, checkpoint_state())
         eval_env.close()
         tqdm.write(f"stopped at {frames} frames; continue with --resume --run-dir {run.path}")
         return 0

@@ -11,6 +11,7 @@ from hrm_torchrl.config import HRMConfig
 from hrm_torchrl.hindsight import HindsightRelabel
 from hrm_torchrl.module import HRMModule, HRMQValueNet
 from hrm_torchrl.multistep import MultiStep
+from hrm_torchrl.runs import load_agent
 from hrm_torchrl.torchrl_env import ENV_IDS, MAZES, MazeEnv, make_env
 
 # Registered on import, so that spawned workers that import the package can gymnasium.make them.
@@ -19,5 +20,5 @@ for _name, _env_id in ENV_IDS.items():
         _gym.register(_env_id, entry_point=f"hrm_torchrl.mazes:{_name}")
 
 __all__ = ["ENV_IDS", "HRMConfig", "HRMModule", "HRMQValueNet", "HindsightRelabel", "LSTMQValueNet", "MAZES",
-           "MLPQValueNet", "MazeEnv", "MultiStep", "make_env"]
+           "MLPQValueNet", "MazeEnv", "MultiStep", "load_agent", "make_env"]
 __version__ = "0.1.0"

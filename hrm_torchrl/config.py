@@ -41,7 +41,8 @@ class HRMConfig:
         positions: ``"rope"`` (the paper's), ``"learned"`` (1D table) or ``"2d"`` (learned row +
             column tables over the grid of positions; needs ``grid_shape`` with
             ``rows * cols == seq_len``).
-        grid_shape: ``(rows, cols)`` of a grid observation, for ``positions="2d"`` or ``patch > 1``.
+        grid_shape: ``(rows, cols)`` of a grid observation, for ``positions="2d"`` or ``patch > 1``,
+            and so that the network reads observations as ``[..., rows, cols]`` grids too.
         rope_theta: RoPE base.
         dtype: ``"float32"`` or ``"bfloat16"`` (autocast; CUDA, or CPUs with AVX512-BF16).
     """
@@ -71,8 +72,9 @@ class HRMConfig:
     @classmethod
     def paper(cls, **overrides) -> HRMConfig:
         """Appendix A of HRM-Agent (Dang & Rawlinson 2025): hidden 64, 2 heads, 4+4 layers,
-        2x2 cycles, 8 segments, RoPE. Its 8 blocks hold 524,288 parameters."""
-        return cls(**overrides)
+        2x2 cycles, 8 segments, RoPE, one position per cell of the 11x11 grid. Its 8 blocks hold
+        524,288 parameters."""
+        return cls(**{"grid_shape": (11, 11), **overrides})
 
     @classmethod
     def cpu(cls, **overrides) -> HRMConfig:

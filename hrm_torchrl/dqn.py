@@ -17,11 +17,13 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import importlib.util
 import math
 import os
+import signal
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -104,6 +106,8 @@ class DQNConfig:
     target_eps: float = option(0.99, "SoftUpdate eps: the share of the target network kept per step")
     eval_every: int = option(50_000, "frames between greedy evaluations")
     eval_episodes: int = option(200, "episodes (mazes) per evaluation")
+    checkpoint_minutes: float = option(5.0, "minutes between checkpoints (last.pt) besides those "
+                                       "at evaluations; 0: at evaluations only")
     compile: bool = option(True, "torch.compile the learner's network (the workers stay eager)")
     threads: int = option(0, "torch threads of the learner process (0: torch's default)")
     device: str = option("cpu", "the policy's, learner's and replay's device", DEVICES)
@@ -190,9 +194,11 @@ class DQNConfig:
             if not _is_int(value) or value < 0:
                 raise ConfigError(name, f"must be an integer of 0{f' ({off})' if off else ''} or "
                                   f"more, got {value!r}")
-        if not (isinstance(self.minutes, (int, float)) and math.isfinite(self.minutes)
-                and self.minutes >= 0):
-            raise ConfigError("minutes", f"must be 0 (no limit) or a positive number, got {self.minutes!r}")
+        for name in ("minutes", "checkpoint_minutes"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ConfigError(name, f"must be 0 ({'no limit' if name == 'minutes' else 'off'}) "
+                                  f"or a positive number, got {value!r}")
         if self.warmup_frames > self.buffer_size:  # the replay would never hold enough to start
             raise ConfigError("warmup_frames", f"({self.warmup_frames}) exceeds the replay's "
                               f"buffer_size ({self.buffer_size}): training would never start")
@@ -420,6 +426,24 @@ def make_replay(cfg: DQNConfig, device) -> TensorDictReplayBuffer:
                                   batch_size=cfg.batch_size)
 
 
+@contextlib.contextmanager
+def spawned_workers_ignore(signals):
+    """Worker processes started inside inherit ``signals`` ignored (a disposition survives
+    exec), so that a signal to the whole process group (Ctrl-C in a terminal, ``timeout``, a
+    scheduler ending a job) reaches only this process, which then saves and shuts them down. The
+    signals are blocked meanwhile: one that arrives waits, and reaches this process's own handlers
+    when they are restored on exit."""
+    signals = set(signals)
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, signals)  # first: SIG_IGN drops pending ones
+    handlers = {s: signal.signal(s, signal.SIG_IGN) for s in signals}
+    try:
+        yield
+    finally:
+        for s, handler in handlers.items():
+            signal.signal(s, handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
+
 def make_collector(cfg: DQNConfig, policy, primer, seed: int):
     """The training collector, yielding [workers, mazes, time] frames a round, and a function
     that shuts it down.
@@ -430,7 +454,9 @@ def make_collector(cfg: DQNConfig, policy, primer, seed: int):
     ray: TorchRL's RayCollector, one Ray actor per worker running a Collector of its mazes, on
     the cluster at ``cfg.ray_address`` or on a local one. Ray runs don't repeat: RayCollector's
     set_seed would seed only the envs, not the actors' exploration, so the mazes draw fresh seeds.
-    Both take fresh weights when the loop calls ``update_policy_weights_()``.
+    Both take fresh weights when the loop calls ``update_policy_weights_()``. The workers
+    ignore Ctrl-C (SIGINT) and, MultiSync's, SIGTERM: the process that made the collector
+    handles them, with the handlers it had installed before, and shuts the workers down.
     """
     device = torch.device(cfg.device)
     factories = [functools.partial(make_env, cfg.env, num_envs=cfg.envs_per_worker, primer=primer)
@@ -439,14 +465,8 @@ def make_collector(cfg: DQNConfig, policy, primer, seed: int):
         # Ours, so that it is shut down while the interpreter still runs: left to its __del__ at
         # exit, a scheme that never sent weights hangs the process (torchrl 0.14.1).
         weight_sync = MultiProcessWeightSyncScheme()
-        collector = MultiSyncCollector(
-            factories, policy, frames_per_batch=cfg.frames_per_batch, total_frames=-1,
-            env_device="cpu", policy_device=device, storing_device="cpu",
-            weight_sync_schemes={"policy": weight_sync},
-            # Collection and updates take turns, so the learner may use every core; left alone
-            # the collector would cut this process to (threads - workers), i.e. 1 on 2 cores.
-            num_threads=torch.get_num_threads(),
-        )
+        with spawned_workers_ignore({signal.SIGINT, signal.SIGTERM}):
+            collector = _multisync(cfg, factories, policy, device, weight_sync)
         collector.set_seed(seed)
 
         def shutdown():
@@ -454,6 +474,24 @@ def make_collector(cfg: DQNConfig, policy, primer, seed: int):
             weight_sync.shutdown()
 
         return collector, shutdown
+    with spawned_workers_ignore({signal.SIGINT}):  # Ray stops its local cluster with SIGTERM
+        collector = _ray(cfg, factories, policy, device)
+    collector.update_policy_weights_(policy)  # connects the actors' weight receivers
+    return collector, collector.shutdown  # which also stops a local cluster it started
+
+
+def _multisync(cfg, factories, policy, device, weight_sync):
+    return MultiSyncCollector(
+        factories, policy, frames_per_batch=cfg.frames_per_batch, total_frames=-1,
+        env_device="cpu", policy_device=device, storing_device="cpu",
+        weight_sync_schemes={"policy": weight_sync},
+        # Collection and updates take turns, so the learner may use every core; left alone the
+        # collector would cut this process to (threads - workers), i.e. 1 on 2 cores.
+        num_threads=torch.get_num_threads(),
+    )
+
+
+def _ray(cfg, factories, policy, device):
     from torchrl.collectors.distributed import RayCollector
 
     # A Ray actor asks for one CPU (and a share of the GPU when the policy runs on CUDA); a local
@@ -465,12 +503,10 @@ def make_collector(cfg: DQNConfig, policy, primer, seed: int):
         ray_init["num_cpus"] = max(os.cpu_count() or 1, cfg.workers)
     remote = {"num_cpus": 1, "num_gpus": 1 / cfg.workers if device.type == "cuda" else 0}
     per_round = cfg.workers * cfg.envs_per_worker  # whole steps of every maze, as MultiSync
-    collector = RayCollector(
+    return RayCollector(
         factories, policy, collector_class=Collector, num_collectors=cfg.workers, sync=True,
         frames_per_batch=per_round * math.ceil(cfg.frames_per_batch / per_round),
         total_frames=2**62,  # the loop decides when to stop
         env_device="cpu", policy_device=device, storing_device="cpu",
         ray_init_config=ray_init, remote_configs=remote,
     )
-    collector.update_policy_weights_(policy)  # connects the actors' weight receivers
-    return collector, collector.shutdown  # which also stops a local cluster it started

@@ -33,7 +33,7 @@ BUMP_PENALTY = -0.01  # MiniHack's step penalty for a move that takes no game ti
 # NetHack's compass actions in our order: north, east, south, west.
 NETHACK_MOVES = (nethack.CompassDirection.N, nethack.CompassDirection.E,
                  nethack.CompassDirection.S, nethack.CompassDirection.W)
-_COLORS = {FLOOR: (235, 235, 225), WALL: (60, 60, 70), CLOSED_DOOR: (200, 40, 40),
+COLORS = {FLOOR: (235, 235, 225), WALL: (60, 60, 70), CLOSED_DOOR: (200, 40, 40),
            OPEN_DOOR: (120, 200, 120), AGENT: (40, 90, 220), GOAL: (240, 180, 30)}
 
 
@@ -84,9 +84,10 @@ class DoorMaze(gym.Env):
                 + ", ".join(f"unexpected keyword argument {k!r}" for k in sorted(unknown))
                 + f"; known: {sorted(self._known_arguments())}"
             )
-        if not (0.0 <= float(p_change) <= 1.0):
-            raise ValueError(f"{type(self).__name__}: p_change must lie in [0, 1], got {p_change}")
-        if int(max_steps) != max_steps or max_steps < 1:
+        if not isinstance(p_change, (int, float, np.number)) or not 0.0 <= float(p_change) <= 1.0:
+            raise ValueError(f"{type(self).__name__}: p_change must lie in [0, 1], got {p_change!r}")
+        if (isinstance(max_steps, bool) or not isinstance(max_steps, (int, float, np.number))
+                or int(max_steps) != max_steps or max_steps < 1):
             raise ValueError(
                 f"{type(self).__name__}: max_steps must be a positive integer, got {max_steps}"
             )
@@ -155,9 +156,15 @@ class DoorMaze(gym.Env):
         self.agent = self._agent_from(obs["blstats"])
 
     # -- the gymnasium API ------------------------------------------------------------------
+    # levels NetHack may draw before reset() gives up: a valid one takes a few (at most ~30 seen)
+    MAX_LEVELS = 2_000
+
     def reset(self, *, seed=None, options=None):
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+                                 or seed < 0):
+            raise ValueError(f"{type(self).__name__}: seed must be a non-negative integer, got {seed!r}")
         super().reset(seed=seed)
-        while True:
+        for _ in range(self.MAX_LEVELS):
             self._new_level()
             # NetHack sometimes puts the hero elsewhere than on the up staircase (a doorway, say);
             # and a path must exist with every door open. Otherwise NetHack draws a new level.
@@ -166,6 +173,9 @@ class DoorMaze(gym.Env):
                 self._place_doors()
                 if astar(~self.walls, self.agent, self.goal) is not None:
                     break
+        else:
+            raise RuntimeError(f"{type(self).__name__}: no level with a path from start to goal in "
+                               f"{self.MAX_LEVELS} draws; its arguments leave too little room")
         self.steps = 0
         self.env_changed = False
         self.finished = False
@@ -180,6 +190,10 @@ class DoorMaze(gym.Env):
         """Moves the agent, then lets the doors change. Returns (reward, terminated)."""
         if self.finished:
             raise RuntimeError(f"{type(self).__name__}: step() on a finished episode; call reset() first")
+        if isinstance(action, bool) or not (isinstance(action, (int, np.integer)) or (
+                np.ndim(action) == 0 and np.issubdtype(np.asarray(action).dtype, np.integer))):
+            raise ValueError(f"action must be an integer 0 (north), 1 (east), 2 (south) or 3 "
+                             f"(west), got {action!r}")
         action = int(action)
         if not 0 <= action < 4:
             raise ValueError(f"action must be 0 (north), 1 (east), 2 (south) or 3 (west), got {action}")
@@ -228,12 +242,14 @@ class DoorMaze(gym.Env):
         return info
 
     def render(self):
+        if not hasattr(self, "walls"):
+            raise RuntimeError(f"{type(self).__name__}: render() before the first reset()")
         grid = self._observation()
         if self.render_mode == "ansi":
             return "\n".join(bytes(row).decode("ascii") for row in grid)
         if self.render_mode == "rgb_array":
             lut = np.zeros((128, 3), np.uint8)
-            for code, color in _COLORS.items():
+            for code, color in COLORS.items():
                 lut[code] = color
             return np.kron(lut[grid], np.ones((16, 16, 1), np.uint8))
         return None

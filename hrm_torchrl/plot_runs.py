@@ -35,11 +35,16 @@ THRESHOLDS = (0.5, 0.8, 0.9)
 def read_run(run: Path) -> tuple[str, dict, dict]:
     """(label, columns of metrics.csv as float lists, config.json or {})."""
     metrics = run / "metrics.csv"
+    if not run.exists():
+        raise SystemExit(f"error: no run directory at {run}")
     if not metrics.exists():
         raise SystemExit(f"error: {run} holds no metrics.csv (is it a run directory?)")
     with open(metrics) as f:
         rows = list(csv.DictReader(f))
-    columns = {key: [float(row[key]) for row in rows] for key in rows[0]} if rows else {}
+    try:  # a crash mid-write (before writes were atomic) could leave a short or garbled row
+        columns = {key: [float(row[key]) for row in rows] for key in rows[0]} if rows else {}
+    except (TypeError, ValueError) as error:
+        raise SystemExit(f"error: {metrics} has a row that is not numbers ({error})") from None
     if columns and "optimizer_steps" not in columns:  # runs from before the column existed
         columns["optimizer_steps"] = columns["updates"]
     config, label = {}, run.name

@@ -51,8 +51,13 @@ class MazeEnv(EnvBase):
 
     def __init__(self, name: str = "FourRoomsDoors", num_envs: int = 1, seed: int | None = None,
                  device="cpu", **maze_kwargs):
-        if not isinstance(num_envs, int) or num_envs < 1:
+        if isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs < 1:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+            raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
+        device = torch.device(device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {device} asked for, but torch sees no CUDA device")
         cls = _maze_class(name)
         super().__init__(device=device, batch_size=torch.Size([num_envs]))
         self.name = name
@@ -104,12 +109,13 @@ class MazeEnv(EnvBase):
     def _step(self, tensordict: TensorDictBase) -> TensorDictBase:
         action = tensordict.get("action")
         n = len(self.mazes)
-        # index actions ([N]) would argmax to maze 0 alone, an all-zero row to north
-        if tuple(action.shape) != (n, 4) or (action.long().sum(-1) != 1).any():
-            raise ValueError(f"MazeEnv: 'action' must be one-hot of shape [{n}, 4] (one 1 per maze: "
+        # index actions ([N]) would argmax to maze 0 alone, an all-zero row to north. A row with
+        # several ones is QValueModule's answer to tied Q-values: the first of them is taken.
+        if tuple(action.shape) != (n, 4) or not action.bool().any(-1).all():
+            raise ValueError(f"MazeEnv: 'action' must be one-hot of shape [{n}, 4] (a 1 per maze: "
                              f"0 north, 1 east, 2 south, 3 west), got shape {tuple(action.shape)}"
-                             + ("" if tuple(action.shape) != (n, 4) else " with rows not one-hot"))
-        actions = action.argmax(-1).reshape(-1).tolist()
+                             + ("" if tuple(action.shape) != (n, 4) else " with an all-zero row"))
+        actions = action.long().argmax(-1).reshape(-1).tolist()
         reward = np.zeros((n, 1), np.float32)
         terminated = np.zeros((n, 1), bool)
         truncated = np.zeros((n, 1), bool)

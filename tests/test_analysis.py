@@ -139,6 +139,12 @@ def test_plot_runs(tmp_path, capsys):
     assert row_a.endswith("| 60.0% |") and row_b.count("not reached") == 3
     with pytest.raises(SystemExit, match="holds no metrics.csv"):
         plot_main([str(tmp_path), "--out", str(out)])
+    with pytest.raises(SystemExit, match="no run directory at .*missing"):
+        plot_main([str(tmp_path / "missing"), "--out", str(out)])
+    with open(runs[0] / "metrics.csv", "a") as f:
+        f.write("4000,40,17.0\n")  # what a crash mid-write leaves
+    with pytest.raises(SystemExit, match="a/metrics.csv has a row that is not numbers"):
+        plot_main([str(runs[0]), "--out", str(out)])
 
 
 def test_run_labels_say_what_is_carried(tmp_path):

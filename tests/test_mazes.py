@@ -433,3 +433,47 @@ def test_learning_diagnostics_on_hand_made_episodes():
     assert np.isnan(result["replay_reward_share"])  # no buffer
     scores["success"][:] = True
     assert np.isnan(learning_diagnostics(scores)["failed_steps_unchanged"])  # none failed
+
+
+def test_bad_input_is_refused_clearly():
+    """What a user composing the mazes may hand them by mistake."""
+    env = FourRoomsDoors()
+    with pytest.raises(RuntimeError, match=r"render\(\) before the first reset\(\)"):
+        env.render()
+    env.reset(seed=0)
+    for action in (-0.5, 3.99, 2.0, True, np.array([1, 2])):  # truncation would move north / west
+        with pytest.raises(ValueError, match="action must be an integer"):
+            env.step(action)
+    env.step(np.int64(1))  # numpy integers are integers
+    with pytest.raises(ValueError, match="seed must be a non-negative integer"):
+        env.reset(seed=-1)
+    env.close()
+    with pytest.raises(ValueError, match="max_steps must be a positive integer, got True"):
+        FourRoomsDoors(max_steps=True)
+    with pytest.raises(ValueError, match="p_change must lie in \\[0, 1\\], got 'abc'"):
+        FourRoomsDoors(p_change="abc")
+    crowded = DynamicMaze(n_walls=60, n_doors=0)
+    crowded.MAX_LEVELS = 20  # the default's 2,000 draws take ~1 s
+    with pytest.raises(RuntimeError, match="no level with a path from start to goal in 20 draws"):
+        crowded.reset(seed=0)
+    crowded.close()
+    with pytest.raises(ValueError, match="seed must be a non-negative integer or None, got -1"):
+        hrm_torchrl.make_env("FourRoomsDoors", seed=-1)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="torch sees no CUDA device"):
+            hrm_torchrl.make_env("FourRoomsDoors", device="cuda")
+
+
+def test_maze_env_refuses_actions_that_are_not_one_hot():
+    env = hrm_torchrl.make_env("DynamicMaze", num_envs=3, seed=0)
+    td = env.reset()
+    td["action"] = torch.tensor([1, 2, 3])  # indices: argmax would step maze 0 alone
+    with pytest.raises(ValueError, match=r"one-hot of shape \[3, 4\].*got shape \(3,\)"):
+        env.step(td)
+    td["action"] = torch.zeros(3, 4, dtype=torch.long)  # all zero: argmax would move north
+    with pytest.raises(ValueError, match="with an all-zero row"):
+        env.step(td)
+    # QValueModule's one-hot of tied Q-values has several ones: the first is taken
+    td["action"] = torch.tensor([[0, 1, 1, 0], [0, 0, 0, 1], [1, 1, 1, 1]])
+    assert env.step(td)["next", "observation"].shape == (3, 121)
+    env.close()

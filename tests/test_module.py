@@ -309,3 +309,16 @@ def test_missing_keys_raise():
     bad["z_L"] = torch.zeros(4, 17)
     with pytest.raises(ValueError, match="carried state 'z_L' must have shape"):
         net(bad)
+
+
+@pytest.mark.parametrize("config", [tiny(), HRMConfig.paper(segments=1, H_layers=1, L_layers=1)])
+def test_grids_read_as_their_rows(config):
+    # the gymnasium mazes emit [11, 11] grids, make_env [121] tokens: the same Q-values
+    net = HRMQValueNet(config)
+    td = make_td(net, (2, 3), is_init=False)
+    grid = td.clone()
+    grid["observation"] = td["observation"].reshape(2, 3, 11, 11)
+    torch.testing.assert_close(net(grid)["action_value"], net(td)["action_value"])
+    grid["observation"] = td["observation"].reshape(2, 3, 11, 11)[..., :10]
+    with pytest.raises(ValueError, match="must have 121 tokens"):
+        net(grid)
