@@ -95,9 +95,10 @@ def collect(cfg: DQNConfig, seconds: float) -> float:
         shutdown()
 
 
-def learn(cfg: DQNConfig, compiled: bool, seconds: float) -> float:
+def learn(cfg: DQNConfig, compiled: bool | str, seconds: float) -> float:
     """Optimizer steps/s of the preset's learner on a replay of random-walk frames, relabeled
-    and with n-step returns as in training: the example's update, step for step."""
+    and with n-step returns as in training: the example's update, step for step. ``compiled``:
+    False (eager), True (torch.compile's default mode) or a torch.compile mode."""
     torch.manual_seed(0)
     device = torch.device(cfg.device)
     net = make_network(cfg).to(device)
@@ -114,7 +115,7 @@ def learn(cfg: DQNConfig, compiled: bool, seconds: float) -> float:
     buffer = make_replay(dataclasses.replace(cfg, buffer_size=data.numel()), device)
     buffer.extend(data.select(*replay_keys(carried_keys(primer), cfg.n_steps > 1)))
     if compiled:
-        net.compile_modules()
+        net.compile_modules(mode=None if compiled is True else compiled)
     steps = 0
 
     def update():

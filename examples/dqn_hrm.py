@@ -65,6 +65,8 @@ def main(argv=None) -> int:
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     device = torch.device(cfg.device)
+    if device.type == "cuda":  # tensor cores for the fp32 matmuls, unless --no-tf32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cfg.tf32
 
     # -- network, policy, loss, optimizer --------------------------------------------------------
     net = make_network(cfg).to(device)

@@ -44,11 +44,11 @@ class BaselineQValueNet(TensorDictModuleBase):
         arguments are for the HRM's readout token; a baseline has none)."""
         return [{"params": list(self.parameters()), "lr": lr, "weight_decay": 0.0}]
 
-    def compile_modules(self) -> None:
-        """``torch.compile`` the tensor modules in place (parameters and state_dict keys stay
-        the same)."""
+    def compile_modules(self, mode: str | None = None) -> None:
+        """``torch.compile`` the tensor modules in place, in ``mode`` (torch.compile's);
+        parameters and state_dict keys stay the same."""
         for module in self._compiled_modules():
-            module.compile()
+            module.compile(mode=mode)
 
 
 class MLPQValueNet(BaselineQValueNet):

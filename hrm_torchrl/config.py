@@ -16,6 +16,15 @@ def check_positive_int(name: str, value) -> None:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
+def from_known_fields(cls, values: dict):
+    """``cls(**values)`` for a dataclass, a ValueError naming any field it does not have."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} fields {unknown}; known: {sorted(known)}")
+    return cls(**values)
+
+
 @dataclass
 class HRMConfig:
     """Shape of an HRM: two recurrent transformer modules, slow H and fast L.
@@ -173,11 +182,7 @@ class HRMConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> HRMConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown HRMConfig fields {unknown}; known: {sorted(known)}")
-        return cls(**values)
+        return from_known_fields(cls, values)
 
     def validate(self) -> None:
         positive = (

@@ -30,18 +30,19 @@ from typing import NamedTuple
 import torch
 from torchrl.collectors import Collector, MultiSyncCollector
 from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
+from torchrl.envs import ParallelEnv
 from torchrl.modules import EGreedyModule, QValueActor
 from torchrl.objectives import DQNLoss, SoftUpdate
 from torchrl.weight_update import MultiProcessWeightSyncScheme
 
 from hrm_torchrl.baselines import LSTMQValueNet, MLPQValueNet
-from hrm_torchrl.config import HRMConfig
+from hrm_torchrl.config import HRMConfig, from_known_fields
 from hrm_torchrl.deep_supervision import DeepSupervisionDQNLoss
 from hrm_torchrl.module import CARRY_MODES, CARRY_STATES, HRMQValueNet
 from hrm_torchrl.torchrl_env import MAZES, make_env
 
 MODELS = ("hrm", "mlp", "lstm")
-COLLECTORS = ("multisync", "ray")
+COLLECTORS = ("multisync", "parallel", "ray")
 EPS_UNITS = ("frames", "updates")
 DEVICES = ("cpu", "cuda")
 N_ACTIONS = 4
@@ -111,10 +112,13 @@ class DQNConfig:
     compile: bool = option(True, "torch.compile the learner's network (the workers stay eager)")
     threads: int = option(0, "torch threads of the learner process (0: torch's default)")
     device: str = option("cpu", "the policy's, learner's and replay's device", DEVICES)
+    tf32: bool = option(True, "cuda: TF32 tensor cores for the fp32 matmuls (the Q-values and "
+                        "targets stay fp32)")
     seed: int = option(0, "initial weights, replay sampling and (multisync) the workers' mazes "
                        "and exploration")
-    collector: str = option("multisync", "worker processes on this machine, or Ray actors",
-                            COLLECTORS)
+    collector: str = option("multisync", "multisync: worker processes, each with its mazes and a "
+                            "copy of the policy; parallel: the workers step only the mazes, one "
+                            "policy here acts for all (a GPU's way); ray: Ray actors", COLLECTORS)
     ray_address: str | None = option(None, "--collector ray: the cluster to join, e.g. auto or "
                                      "HEAD_IP:6379 (default: start a local one)")
 
@@ -164,11 +168,7 @@ class DQNConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> DQNConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown DQNConfig fields {unknown}; known: {sorted(known)}")
-        return cls(**values)
+        return from_known_fields(cls, values)
 
     @property
     def steps_per_frame(self) -> float:
@@ -259,7 +259,7 @@ def make_parser(preset: DQNConfig, description: str = "") -> argparse.ArgumentPa
     ``preset``'s value, plus ``--preset``, ``--hrm FIELD=VALUE``, ``--run-dir``, ``--resume`` and
     ``--overwrite``. Flags left out stay out of the parsed namespace (argparse.SUPPRESS)."""
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--preset", choices=list(PRESETS), default=preset.preset,
+    p.add_argument("--preset", choices=list(PRESETS),
                    help=f"the preset whose values the other flags change (default: {preset.preset})")
     for f in dataclasses.fields(DQNConfig):
         if not f.metadata["cli"]:
@@ -289,7 +289,7 @@ def make_parser(preset: DQNConfig, description: str = "") -> argparse.ArgumentPa
 
 def parse_args(argv=None, description: str = "") -> tuple[dict, argparse.Namespace]:
     """``(changes, args)``: the DQNConfig fields the flags set (``"hrm"`` holding the
-    ``--hrm`` overrides, ``"preset"`` the preset) and the namespace (``run_dir``, ``resume``,
+    ``--hrm`` overrides, ``"preset"`` the preset, when given) and the namespace (``run_dir``, ``resume``,
     ``overwrite``). ``config_from_changes`` turns them into a config. Exits with a one-line error
     on a bad flag, before anything slow."""
     pre = argparse.ArgumentParser(add_help=False)
@@ -308,7 +308,8 @@ def parse_args(argv=None, description: str = "") -> tuple[dict, argparse.Namespa
         parser.error(f"--hrm: {error}")
     if hrm:
         changes["hrm"] = hrm
-    changes["preset"] = args.preset
+    if args.preset is not None:
+        changes["preset"] = args.preset
     return changes, args
 
 
@@ -451,6 +452,9 @@ def make_collector(cfg: DQNConfig, policy, primer, seed: int):
     multisync: TorchRL's MultiSyncCollector, one process per worker on this machine;
     ``set_seed(seed)`` gives each worker's mazes and its torch and numpy generators (its
     exploration) their own seed of one chain, so a run's frames repeat with its seed.
+    parallel: TorchRL's Collector over a ParallelEnv: the worker processes step only their mazes,
+    and the policy, here on ``cfg.device``, acts for all of them in one batched forward (what a
+    GPU wants); its weights are the learner's own, so nothing is sent to the workers.
     ray: TorchRL's RayCollector, one Ray actor per worker running a Collector of its mazes, on
     the cluster at ``cfg.ray_address`` or on a local one. Ray runs don't repeat: RayCollector's
     set_seed would seed only the envs, not the actors' exploration, so the mazes draw fresh seeds.
@@ -474,6 +478,16 @@ def make_collector(cfg: DQNConfig, policy, primer, seed: int):
             weight_sync.shutdown()
 
         return collector, shutdown
+    if cfg.collector == "parallel":
+        threads = torch.get_num_threads()
+        with spawned_workers_ignore({signal.SIGINT, signal.SIGTERM}):
+            env = ParallelEnv(cfg.workers, factories)
+            env.start()
+        torch.set_num_threads(threads)  # ParallelEnv takes a thread a worker; acting and learning take turns
+        env.set_seed(seed)
+        collector = Collector(env, policy, frames_per_batch=cfg.frames_per_batch, total_frames=-1,
+                              env_device="cpu", policy_device=device, storing_device="cpu")
+        return collector, collector.shutdown  # which closes the env
     with spawned_workers_ignore({signal.SIGINT}):  # Ray stops its local cluster with SIGTERM
         collector = _ray(cfg, factories, policy, device)
     collector.update_policy_weights_(policy)  # connects the actors' weight receivers

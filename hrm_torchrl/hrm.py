@@ -171,6 +171,9 @@ class HRMCore(nn.Module):
 
     # Rows per chunk when running without autograd (see forward).
     inference_chunk = 64
+    # Under CUDA graphs (torch.compile's "reduce-overhead"), a compiled level's next call
+    # overwrites the output of its last one, which the next cycle still reads: clone it.
+    clone_level_outputs = False
 
     def __init__(self, config: HRMConfig):
         super().__init__()
@@ -230,15 +233,18 @@ class HRMCore(nn.Module):
         """H_cycles x L_cycles L-updates and H_cycles H-updates; only the last of each keeps
         gradient (HRM's one-step gradient)."""
         cfg, rope = self.config, self._rope()
+        L, H = self.L_level, self.H_level
+        if self.clone_level_outputs:
+            L, H = (lambda *a: self.L_level(*a).clone()), (lambda *a: self.H_level(*a).clone())
         with torch.no_grad():
             for h in range(cfg.H_cycles):
                 for l in range(cfg.L_cycles):
                     if h < cfg.H_cycles - 1 or l < cfg.L_cycles - 1:
-                        z_L = self.L_level(z_L, z_H + x, rope)
+                        z_L = L(z_L, z_H + x, rope)
                 if h < cfg.H_cycles - 1:
-                    z_H = self.H_level(z_H, z_L, rope)
-        z_L = self.L_level(z_L, z_H + x, rope)
-        z_H = self.H_level(z_H, z_L, rope)
+                    z_H = H(z_H, z_L, rope)
+        z_L = L(z_L, z_H + x, rope)
+        z_H = H(z_H, z_L, rope)
         return z_H, z_L
 
     def forward(self, x, z_H, z_L, segments: int | None = None, trace: bool = False):

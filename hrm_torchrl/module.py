@@ -173,11 +173,13 @@ class HRMModule(TensorDictModuleBase):
                 {"params": embedding, "lr": lr if embedding_lr is None else embedding_lr,
                  "weight_decay": embedding_weight_decay}]
 
-    def compile_modules(self) -> None:
-        """``torch.compile`` the H and L modules in place (parameters and state_dict keys stay
-        the same; the TensorDict plumbing around them stays eager)."""
-        self.core.H_level.compile()
-        self.core.L_level.compile()
+    def compile_modules(self, mode: str | None = None) -> None:
+        """``torch.compile`` the H and L modules in place, in ``mode`` (torch.compile's; e.g.
+        ``"reduce-overhead"`` for CUDA graphs): parameters and state_dict keys stay the same, the
+        TensorDict plumbing around them stays eager."""
+        self.core.H_level.compile(mode=mode)
+        self.core.L_level.compile(mode=mode)
+        self.core.clone_level_outputs = mode in ("reduce-overhead", "max-autotune")  # CUDA graphs
 
     # -- input checks: clear errors instead of deep stack traces ----------------------------
     def _get(self, tensordict: TensorDictBase, key, hint: str) -> torch.Tensor:

@@ -160,7 +160,9 @@ def gif_frames(episode: dict, show_astar: bool = True) -> list[np.ndarray]:
             for s in np.flatnonzero(episode["changed"][: max(t - 1, 0)]) + 1:
                 ax_z.axvline(s, color="tab:red", lw=1)
             ax_z.set_xlim(-0.5, steps - 0.5)
-            ax_z.set_ylabel("segment", fontsize=8)
+            ax_z.set_yticks(range(1, mse.shape[0] + 1))
+            ax_z.set_ylabel("segment i", fontsize=8)
+            ax_z.set_xlabel("step (red: a door changed)", fontsize=8)
             ax_z.set_title("log10 MSE(z_H after segment i, final z_H), per step", fontsize=9)
         fig.tight_layout()
         fig.canvas.draw()

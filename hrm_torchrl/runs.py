@@ -128,21 +128,21 @@ class Run:
                 raise RunError("--resume needs the --run-dir of the run to continue")
             path = Path(run_dir)
             state = load_checkpoint(path / "checkpoints" / "last.pt")
-            saved = DQNConfig.from_dict(state["config"])
-            fixed = [k for k in FIXED_ON_RESUME if k in changes and k != "preset"]
-            if "preset" in changes and changes["preset"] != saved.preset:
-                fixed.insert(0, "preset")
+            saved = state["config"]
+            fixed = [k for k in FIXED_ON_RESUME
+                     if k in changes and (k == "hrm" or changes[k] != saved.get(k))]
             if fixed:
                 given = ", ".join("--hrm" if k == "hrm" else flag(k) for k in fixed)
-                trained = [f"{k}={getattr(saved, k)!r}" for k in fixed if k != "hrm"]
+                trained = [f"{k}={saved.get(k)!r}" for k in fixed if k != "hrm"]
                 if "hrm" in fixed:  # name the HRMConfig fields asked for
-                    trained += [f"hrm.{k}={getattr(saved.hrm, k)!r}" for k in changes["hrm"]]
+                    trained += [f"hrm.{k}={saved['hrm'].get(k)!r}" for k in changes["hrm"]]
                 raise RunError(f"{path} was trained with {', '.join(trained)}; a resumed run "
                                f"keeps its network and maze: drop {given}")
-            config = config_from_changes({k: v for k, v in changes.items() if k != "preset"},
-                                         base=saved)
-            diff = {k: (getattr(saved, k), getattr(config, k)) for k in changes
-                    if k != "preset" and getattr(saved, k) != getattr(config, k)}
+            # the changes applied with the saved values, so that e.g. a run trained on a GPU
+            # resumes with --device cpu where there is none
+            config = DQNConfig.from_dict({**saved, **changes})
+            diff = {k: (saved.get(k), getattr(config, k)) for k in changes
+                    if saved.get(k) != getattr(config, k)}
             run = cls(path, config, state, diff)
         else:
             config = config_from_changes(changes)
@@ -203,7 +203,7 @@ class Run:
         leaves behind (~0.3 MB each; the evaluation alone holds 200 mazes). Moves this process's
         and its future workers' (``TMPDIR``) temporary files to ``RUN/tmp``: emptied now, which
         cleans up after a killed run, and removed at exit. Ray keeps its own folder."""
-        tmp = self.path / "tmp"
+        tmp = (self.path / "tmp").resolve()  # NetHack moves files into it from elsewhere
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
         os.environ.setdefault("RAY_TMPDIR", tempfile.gettempdir())  # its sockets need short paths

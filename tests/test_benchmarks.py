@@ -56,3 +56,17 @@ def test_pipeline_speed_quick(tmp_path):
     ratio = pipeline["optimizer_steps_per_second"] / pipeline["frames_per_second"]
     assert abs(ratio - 2 / 64) < 1e-6
     assert abs(pipeline["ratio"] - pipeline["frames_per_second"] / pipeline["limit_frames_per_second"]) < 1e-9
+
+
+def test_gpu_check_quick_on_cpu(tmp_path):
+    """benchmarks/gpu_check.py's CPU mode: every row there, the paths' Q-values within tolerance."""
+    code = load("gpu_check").main(["--device", "cpu", "--quick", "--out", str(tmp_path)])
+    result = json.loads((tmp_path / "gpu_check.json").read_text())
+    rows = {row["name"]: row for row in result["rows"]}
+    assert code == 0 and set(rows) == {"learn-eager", "learn-bf16", "collect-multisync",
+                                       "collect-parallel", "train"}
+    assert rows["learn-eager"]["max_q_difference"] == 0.0
+    assert 0 < rows["learn-bf16"]["max_q_difference"] <= rows["learn-bf16"]["tolerance"]
+    assert all(rows[f"collect-{k}"]["frames_per_second"] > 0 for k in ("multisync", "parallel"))
+    assert rows["train"]["frames"] > 0 and 0 <= rows["train"]["success_rate"] <= 1
+    assert (tmp_path / "train" / "metrics.csv").exists()

@@ -83,18 +83,24 @@ def test_every_network_has_one_interface_and_compiles_to_the_same_values(model):
         torch.testing.assert_close(q_compiled, q_eager, atol=1e-5, rtol=1e-4)
 
 
+def own_steps(cfg: DQNConfig, steps: int):
+    """A network of ``cfg``, its greedy actor and 4 x ``steps`` of its own steps, flattened."""
+    torch.manual_seed(0)
+    net = make_network(cfg)
+    env = make_env(cfg.env, num_envs=4, seed=0, primer=net.make_tensordict_primer())
+    actor = QValueActor(net, spec=env.action_spec_unbatched)
+    with torch.no_grad():
+        data = env.rollout(steps, actor, break_when_any_done=False).reshape(-1)
+    env.close()
+    return net, actor, data
+
+
 @pytest.fixture(scope="module")
 def replayed():
     """A tiny Carry Z HRM (3 segments) and 4 x 6 of its own DynamicMaze steps, as replayed."""
-    torch.manual_seed(0)
     cfg = DQNConfig.cpu(hrm=HRMConfig.cpu(segments=3, **TINY), env="DynamicMaze", n_steps=1,
                         deep_supervision=True)
-    net = make_network(cfg)
-    env = make_env("DynamicMaze", num_envs=4, seed=0, primer=net.make_tensordict_primer())
-    actor = QValueActor(net, spec=env.action_spec_unbatched)
-    with torch.no_grad():
-        data = env.rollout(6, actor, break_when_any_done=False).reshape(-1)
-    env.close()
+    net, _, data = own_steps(cfg, 6)
     data["next", "reward"] = torch.rand_like(data["next", "reward"])  # rewards that count
     return cfg, net, data.exclude("action_value", "chosen_action_value")
 
@@ -147,14 +153,8 @@ def test_deep_supervision_steps_once_per_segment_toward_one_target(replayed):
 def test_deep_supervision_forward_is_dqnloss_for_one_segment():
     """One segment and no carried state to tell them apart: loss(batch) is DQNLoss's loss, with
     and without Double DQN."""
-    torch.manual_seed(0)
     cfg = DQNConfig.cpu(hrm=HRMConfig.cpu(segments=1, **TINY), carry="reset", deep_supervision=True)
-    net = make_network(cfg)
-    env = make_env("FourRoomsDoors", num_envs=4, seed=0, primer=net.make_tensordict_primer())
-    actor = QValueActor(net, spec=env.action_spec_unbatched)
-    with torch.no_grad():
-        data = env.rollout(5, actor, break_when_any_done=False).reshape(-1)
-    env.close()
+    _, actor, data = own_steps(cfg, 5)
     for double_dqn in (False, True):
         deep = DeepSupervisionDQNLoss(actor, loss_function="l2", delay_value=True, double_dqn=double_dqn)
         plain = DQNLoss(actor, loss_function="l2", delay_value=True, double_dqn=double_dqn)
@@ -163,5 +163,4 @@ def test_deep_supervision_forward_is_dqnloss_for_one_segment():
             loss.make_value_estimator(gamma=0.9)
         torch.testing.assert_close(deep(data.clone())["loss"], plain(data.clone())["loss"])
     with pytest.raises(ValueError, match="supervision_segments"):
-        DeepSupervisionDQNLoss(QValueActor(make_network(DQNConfig.cpu(model="mlp")),
-                                           spec=env.action_spec_unbatched))
+        DeepSupervisionDQNLoss(QValueActor(make_network(DQNConfig.cpu(model="mlp")), spec=actor.spec))

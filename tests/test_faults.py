@@ -5,10 +5,12 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
 
+from hrm_torchrl import make_env
 from hrm_torchrl.dqn import DQNConfig
 from hrm_torchrl.runs import Run, load_checkpoint
 from test_train import ROOT, SCRIPT, SMALL, _alive, _descendants, run
@@ -80,3 +82,19 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary_one(tmp_path, monke
     assert not list(run.path.rglob("*.tmp"))
     assert (run.path / "metrics.csv").read_text() == "frames,success_rate\n1,0.5\n"
     assert DQNConfig.from_dict(load_checkpoint(run.last)["config"]) == run.config
+
+
+def test_temporary_files_go_to_the_run_by_an_absolute_path(tmp_path, monkeypatch):
+    # NetHack moves files into its directory from elsewhere: a relative TMPDIR breaks every maze
+    monkeypatch.chdir(tmp_path)
+    for name in ("TMPDIR", "RAY_TMPDIR"):
+        monkeypatch.setenv(name, str(tmp_path))
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    run = Run.open("relative/run", {"eval_episodes": 8})
+    (run.path / "tmp" / "nle-left-by-a-killed-run").mkdir(parents=True)
+    tmp = run.scope_temporary_files()
+    assert tmp.is_absolute() and tmp == (tmp_path / "relative" / "run" / "tmp")
+    assert os.environ["TMPDIR"] == tempfile.gettempdir() == str(tmp) and not list(tmp.iterdir())
+    maze = make_env("DynamicMaze", num_envs=1, seed=0)  # NetHack starts with it
+    assert list(tmp.glob("nle*"))
+    maze.close()

@@ -124,6 +124,31 @@ def test_state_travels_in_a_multisync_collector():
     check_state_travels(data, net)
 
 
+def test_state_travels_in_the_parallel_collector_acting_here():
+    """dqn.make_collector's "parallel": the workers step their mazes, the policy of this process
+    acts for all of them; its weights are the learner's own."""
+    from hrm_torchrl.dqn import DQNConfig, make_collector
+
+    net = tiny_net()
+    cfg = DQNConfig.cpu(hrm=net.config, collector="parallel", workers=2, envs_per_worker=4,
+                        frames_per_batch=2 * 4 * 40)
+    spec = env_factory().action_spec_unbatched  # the policy acts on [workers, mazes] at once
+    policy = TensorDictSequential(QValueActor(net, spec=spec), EGreedyModule(spec, eps_init=0.5))
+    collector, shutdown = make_collector(cfg, policy, net.make_tensordict_primer(), seed=0)
+    try:
+        data = next(iter(collector))
+        with torch.no_grad():
+            net.head.bias.add_(torch.tensor([0.0, 0.0, 100.0, 0.0]))  # south, always
+        collector.update_policy_weights_()
+        policy[1].eps.fill_(0.0)
+        after = next(iter(collector))
+    finally:
+        shutdown()
+    assert data.batch_size == (2, 4, 40)
+    check_state_travels(data.reshape(-1, data.shape[-1]), net)
+    assert (after["action"].argmax(-1) == 2).all()  # the learner's weights act at once
+
+
 def test_state_and_weights_travel_through_a_ray_collector():
     from torchrl.collectors.distributed import RayCollector
 

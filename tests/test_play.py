@@ -53,3 +53,20 @@ def test_play_refuses_another_env_and_missing_files(tmp_path, capsys):
     with pytest.raises(SystemExit):
         play_main([str(path), "--gif", str(tmp_path / "nowhere" / "x.gif")])
     assert "no directory" in capsys.readouterr().err
+
+
+def test_shipped_agents_load_and_play():
+    from pathlib import Path
+
+    from hrm_torchrl import load_agent
+
+    root = Path(__file__).resolve().parents[1] / "results"
+    shipped = sorted(root.glob("*/agent.pt"))
+    assert shipped, "no agent.pt under results/"
+    for path in shipped:
+        net, config = load_agent(path)
+        name = path.parent.name  # e.g. fourrooms-cpu-carry-s0: what the README says it is
+        assert name.startswith({"FourRoomsDoors": "fourrooms-", "DynamicMaze": "dynamicmaze-"}[config.env])
+        assert f"-{config.preset}-{config.carry}-" in name and not net.training
+        episodes = play_main([str(path), "--episodes", "2", "--max-steps", "5", "--quiet"])
+        assert len(episodes) == 2

@@ -304,3 +304,16 @@ def test_the_examples_help_shows_the_presets_values():
     lr = lambda text: flat(text.split("--lr LR")[2])[:60]  # noqa: E731  [1] is the usage line
     assert "(default: 0.001)" in lr(cpu) and "(default: 0.0001)" in lr(paper)
     assert "{hrm,mlp,lstm}" in cpu and flat(cpu).count("(default: None)") == 1  # --ray-address
+
+
+def test_a_gpu_run_resumes_on_a_cpu(tmp_path):
+    from hrm_torchrl.dqn import DQNConfig
+
+    config = DQNConfig.cpu(eval_episodes=8).to_dict() | {"device": "cuda"}  # as a GPU run saved it
+    (tmp_path / "checkpoints").mkdir()
+    torch.save({"config": config, "model": {}}, tmp_path / "checkpoints" / "last.pt")
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="--device: is 'cuda' but torch sees no CUDA device"):
+            Run.from_command_line(["--run-dir", str(tmp_path), "--resume"])
+    run = Run.from_command_line(["--run-dir", str(tmp_path), "--resume", "--device", "cpu"])
+    assert run.config.device == "cpu" and run.changes == {"device": ("cuda", "cpu")}
