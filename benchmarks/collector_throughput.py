@@ -166,7 +166,7 @@ def main(argv=None):
         add(f"torchrl-env-{n}", rollout_rate(env, None, 10 if quick else 200), plain)
         env.close()
 
-    grid = [(1, 4), (2, 4)] if quick else [(w, e) for w in (1, 2, 5) for e in (16, 64)]
+    grid = [(2, 4)] if quick else [(w, e) for w in (1, 2, 5) for e in (16, 64)]
     if "ray" in kinds:  # one local cluster for all Ray rows, a logical CPU per actor
         import ray
 

@@ -85,8 +85,8 @@ def q_difference(cfg, path: str) -> float:
 def train(flags: list, minutes: float, out: Path) -> dict:
     run_dir = out / "train"
     shutil.rmtree(run_dir, ignore_errors=True)
-    cmd = [sys.executable, str(EXAMPLE), *flags, "--minutes", str(minutes), "--frames", str(10**9),
-           "--run-dir", str(run_dir)]
+    cmd = [sys.executable, str(EXAMPLE), "--minutes", str(minutes), "--frames", str(10**9), *flags,
+           "--run-dir", str(run_dir)]  # flags given after the defaults win
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{done.stderr[-3000:]}")
@@ -140,15 +140,17 @@ def main(argv=None) -> int:
             max_q_difference=difference, tolerance=TOLERANCE[path])
         if difference > TOLERANCE[path]:
             disagree.append(path)
-    for kind in ("multisync", "parallel"):
+    for kind in ("parallel",) if args.quick else ("multisync", "parallel"):
         kind_cfg = dataclasses.replace(cfg, collector=kind)
         add(f"collect-{kind}", frames_per_second=collect(kind_cfg, seconds))
         if not args.quick:
             run = pipeline([*flags, "--collector", kind], args.seconds, cfg.frames_per_batch * 4)
             add(f"pipeline-{kind}", **run)
     started = time.time()
-    minutes = 0.15 if args.quick else args.train_minutes
-    add("train", **train([*flags, "--eval-every", str(cfg.frames_per_batch * 4)], minutes, out),
+    train_flags = [*flags, "--eval-every", str(cfg.frames_per_batch * 4)]
+    if args.quick:  # a few rounds, 8 evaluation mazes
+        train_flags += ["--frames", str(cfg.frames_per_batch * 3), "--eval-episodes", "8"]
+    add("train", **train(train_flags, 0 if args.quick else args.train_minutes, out),
         seconds_with_start_up=time.time() - started)
     device = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
     result = {"device": device, "torch": torch.__version__, "preset": args.preset,

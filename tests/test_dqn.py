@@ -163,4 +163,5 @@ def test_deep_supervision_forward_is_dqnloss_for_one_segment():
             loss.make_value_estimator(gamma=0.9)
         torch.testing.assert_close(deep(data.clone())["loss"], plain(data.clone())["loss"])
     with pytest.raises(ValueError, match="supervision_segments"):
-        DeepSupervisionDQNLoss(QValueActor(make_network(DQNConfig.cpu(model="mlp")), spec=actor.spec))
+        DeepSupervisionDQNLoss(QValueActor(make_network(DQNConfig.cpu(model="mlp")),
+                                           spec=make_env("FourRoomsDoors").action_spec_unbatched))
