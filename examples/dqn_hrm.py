@@ -53,6 +53,13 @@ class StopRequest:
                    "(again to stop at once)")
 
 
+def kept(run: Run) -> str:
+    """What a stop leaves to resume from."""
+    if run.saved_frames is None:
+        return "no checkpoint was saved"
+    return f"{run.last} holds the state at {run.saved_frames} frames"
+
+
 def main(argv=None) -> int:
     # the flags over the preset (or the saved run with --resume), checked before anything slow
     run = Run.from_command_line(argv, description=__doc__.split("\n\n")[0])
@@ -156,10 +163,8 @@ def main(argv=None) -> int:
                     updates += 1
                 loss_value = loss.item()  # one host sync per round, not per step
                 if not math.isfinite(loss_value):
-                    saved = f"{run.last} holds the last evaluation's state" if run.last.exists() \
-                        else "no checkpoint was saved yet"
                     tqdm.write(f"error: the loss became {loss_value} at {frames} frames; stopping "
-                               f"({saved})")
+                               f"({kept(run)})")
                     failed = True
                     break
                 collector.update_policy_weights_()
@@ -184,9 +189,7 @@ def main(argv=None) -> int:
             tick = time.time()
     except KeyboardInterrupt:  # a second Ctrl-C: stop at once, saying what is kept
         bar.close()
-        kept = f"{run.last} holds {torch.load(run.last, weights_only=False)['frames']} frames" \
-            if run.last.exists() else "no checkpoint was saved"
-        tqdm.write(f"stopped at once at {frames} frames; {kept}")
+        tqdm.write(f"stopped at once at {frames} frames; {kept(run)}")
         return 130
     finally:
         bar.close()
@@ -195,16 +198,14 @@ def main(argv=None) -> int:
         eval_env.close()
         return 1
     if stop.requested:
-        if not run.last.exists() or frames == frames_at_start:  # stopped before the first round
+        if run.saved_frames != frames:  # stopped before the first round
             run.save(run.last, checkpoint_state())
         eval_env.close()
         tqdm.write(f"stopped at {frames} frames; continue with --resume --run-dir {run.path}")
         return 0
     wall = time.time() - start
-    if last_eval != frames or not eval_result:  # not evaluated at these frames yet
+    if last_eval != frames or not eval_result:  # not evaluated (and saved) at these frames yet
         eval_result = evaluate()
-    else:
-        run.save(run.last, checkpoint_state())
     eval_env.close()
     summary = {**{k: eval_result[k] for k in SUMMARY_KEYS}, "frames": frames, "updates": updates,
                "optimizer_steps": optimizer_steps,

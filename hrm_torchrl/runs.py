@@ -114,6 +114,7 @@ class Run:
                  changes: dict | None = None):
         self.path, self.config, self.checkpoint = Path(path), config, checkpoint
         self.changes = changes or {}  # the saved config's fields changed on resume: (old, new)
+        self.saved_frames = None if checkpoint is None else checkpoint.get("frames")  # in last.pt
         self.last, self.best = self.path / "checkpoints" / "last.pt", self.path / "checkpoints" / "best.pt"
 
     @classmethod
@@ -184,7 +185,10 @@ class Run:
         rates, betas and weight decay, epsilon's ends, the value estimator's gamma), so that
         changes given on resume take effect. Returns the checkpoint's counters."""
         state, cfg = self.checkpoint, self.config
-        learner.loss.load_state_dict(state["loss_module"])
+        # the value estimator learns nothing: it stays as built from this config (its gamma, or an
+        # estimator given to make_learner), not as saved
+        built = {k: v for k, v in learner.loss.state_dict().items() if k.startswith("_value_estimator.")}
+        learner.loss.load_state_dict({**state["loss_module"], **built})
         fresh = learner.optimizer.param_groups
         hyper = [{k: g[k] for k in ("lr", "betas", "weight_decay")} for g in fresh]
         learner.optimizer.load_state_dict(state["optimizer"])
@@ -194,7 +198,6 @@ class Run:
         exploration.eps_init.fill_(cfg.eps_init)
         exploration.eps_end.fill_(cfg.eps_end)
         exploration.eps.clamp_(min=cfg.eps_end, max=cfg.eps_init)
-        learner.loss.make_value_estimator(gamma=cfg.gamma)  # the saved gamma came with the state
         return {k: state[k] for k in ("frames", "updates", "optimizer_steps", "wall_seconds",
                                       "best_success")}
 
@@ -217,9 +220,12 @@ class Run:
         atomic_write(self.path / "config.json", lambda f: f.write(text.encode()))
 
     def save(self, path: Path, state: dict) -> None:
+        """``state`` with this run's config, to ``path`` (``self.last``, ``self.best``)."""
         buffer = io.BytesIO()
         torch.save({"config": self.config.to_dict(), **state}, buffer)
         atomic_write(path, lambda f: f.write(buffer.getbuffer()))
+        if path == self.last:
+            self.saved_frames = state.get("frames")
 
     def log_metrics(self, row: dict) -> None:
         """Appends ``row`` to metrics.csv (rewritten whole, atomically; the header first)."""

@@ -61,7 +61,8 @@ def test_short_run_then_resume(tmp_path, collector):
 
     # --resume continues with the saved config (hindsight 1, the collector), the flags given
     # applied everywhere: --frames, and --lr in the optimizer
-    second = run(["--frames", "768", "--lr", "0.0005", "--run-dir", str(run_dir), "--resume"])
+    second = run(["--frames", "768", "--lr", "0.0005", "--gamma", "0.9", "--run-dir", str(run_dir),
+                  "--resume"])
     assert second.returncode == 0, second.stderr[-3000:]
     assert "resumed from" in second.stderr + second.stdout and "lr 0.001 -> 0.0005" in second.stdout
     resumed = json.loads((run_dir / "summary.json").read_text())
@@ -71,6 +72,7 @@ def test_short_run_then_resume(tmp_path, collector):
     assert config["lr"] == 0.0005 and config["workers"] == 2 and config["hindsight"] == 1
     state = torch.load(run_dir / "checkpoints" / "last.pt", weights_only=False)
     assert [g["lr"] for g in state["optimizer"]["param_groups"]] == [0.0005, 0.01]
+    assert float(state["loss_module"]["_value_estimator.gamma"]) == pytest.approx(0.9)
     check_metrics(run_dir, min_rows=3)
 
     # what would change the network or the maze is refused, naming it
