@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 POSITION_ENCODINGS = ("rope", "learned", "2d")
 DTYPES = ("float32", "bfloat16")
+GRADIENTS = ("one_step", "full")
 
 
 def check_positive_int(name: str, value) -> None:
@@ -31,7 +32,7 @@ class HRMConfig:
 
     One environment step runs ``segments`` segments; a segment runs ``H_cycles * L_cycles``
     L-updates and ``H_cycles`` H-updates, and only the last L- and last H-update carry gradient
-    (HRM's one-step gradient).
+    (HRM's one-step gradient), unless ``gradient="full"``.
 
     Args:
         hidden: width of every token's latent.
@@ -54,6 +55,14 @@ class HRMConfig:
             and so that the network reads observations as ``[..., rows, cols]`` grids too.
         rope_theta: RoPE base.
         dtype: ``"float32"`` or ``"bfloat16"`` (autocast; CUDA, or CPUs with AVX512-BF16).
+        gradient: ``"one_step"`` (HRM's: the last L- and H-update of the last segment only) or
+            ``"full"`` (backpropagation through every update of every segment of one forward,
+            back to the carried-in state, which stays detached: the exact gradient, at
+            ``segments * block_passes_per_segment`` blocks' activations kept).
+        L_window: 0 (the paper's): the L module attends globally. r > 0: a local prior, each grid
+            position of the L module attends only to positions within r rows and columns of it
+            (and to the readout token, which attends to all), so that information crosses the
+            grid r positions per L block, as in a recurrent convolution; needs ``grid_shape``.
     """
 
     hidden: int = 64
@@ -72,6 +81,8 @@ class HRMConfig:
     grid_shape: tuple[int, int] | None = None
     rope_theta: float = 10000.0
     dtype: str = "float32"
+    gradient: str = "one_step"
+    L_window: int = 0
 
     def __post_init__(self):
         if self.grid_shape is not None:
@@ -203,9 +214,12 @@ class HRMConfig:
             )
         if self.positions == "rope" and self.head_dim % 2:
             raise ValueError(f"RoPE needs an even head dimension, got {self.head_dim}")
-        if self.positions == "2d" or self.patch > 1:
+        if not isinstance(self.L_window, int) or isinstance(self.L_window, bool) or self.L_window < 0:
+            raise ValueError(f"HRMConfig.L_window must be an integer >= 0, got {self.L_window!r}")
+        if self.positions == "2d" or self.patch > 1 or self.L_window:
             if self.grid_shape is None or len(self.grid_shape) != 2:
-                raise ValueError("HRMConfig.positions='2d' and patch > 1 need grid_shape=(rows, cols)")
+                raise ValueError("HRMConfig.positions='2d', patch > 1 and L_window > 0 need "
+                                 "grid_shape=(rows, cols)")
             rows, cols = self.grid_shape
             if rows * cols != self.seq_len:
                 raise ValueError(
@@ -214,3 +228,5 @@ class HRMConfig:
                 )
         if self.dtype not in DTYPES:
             raise ValueError(f"unknown HRMConfig.dtype {self.dtype!r}; choose one of {DTYPES}")
+        if self.gradient not in GRADIENTS:
+            raise ValueError(f"unknown HRMConfig.gradient {self.gradient!r}; choose one of {GRADIENTS}")

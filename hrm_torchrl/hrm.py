@@ -63,14 +63,15 @@ class Attention(nn.Module):
         self.qkv = lecun_linear(config.hidden, 3 * config.hidden)
         self.out = lecun_linear(config.hidden, config.hidden)
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None):
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None,
+                mask: torch.Tensor | None = None):
         batch, tokens, hidden = x.shape
         q, k, v = (
             self.qkv(x).view(batch, tokens, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         )
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        y = F.scaled_dot_product_attention(q, k, v)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.out(y.transpose(1, 2).reshape(batch, tokens, hidden))
 
 
@@ -93,22 +94,38 @@ class Block(nn.Module):
         self.attn = Attention(config)
         self.mlp = SwiGLU(config)
 
-    def forward(self, x: torch.Tensor, rope) -> torch.Tensor:
-        x = rms_norm(x + self.attn(x, rope))
+    def forward(self, x: torch.Tensor, rope, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = rms_norm(x + self.attn(x, rope, mask))
         return rms_norm(x + self.mlp(x))
 
 
-class ReasoningModule(nn.Module):
-    """A stack of blocks updating one level's state, with its input injected by addition."""
+def local_attention_mask(position_grid: tuple[int, int], window: int) -> torch.Tensor:
+    """[1 + rows * cols, 1 + rows * cols] bool, True where a query (row) may attend to a key:
+    grid positions (row-major, after the readout token at 0) to those within ``window`` rows
+    and columns of them, and to the readout token; the readout token to every position."""
+    rows, cols = position_grid
+    r, c = torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")
+    r, c = r.flatten(), c.flatten()
+    near = ((r[:, None] - r[None, :]).abs() <= window) & ((c[:, None] - c[None, :]).abs() <= window)
+    mask = torch.ones(1 + rows * cols, 1 + rows * cols, dtype=torch.bool)
+    mask[1:, 1:] = near
+    return mask
 
-    def __init__(self, config: HRMConfig, layers: int):
+
+class ReasoningModule(nn.Module):
+    """A stack of blocks updating one level's state, with its input injected by addition;
+    ``window > 0`` restricts its attention to neighbouring positions (``local_attention_mask``)."""
+
+    def __init__(self, config: HRMConfig, layers: int, window: int = 0):
         super().__init__()
         self.blocks = nn.ModuleList(Block(config) for _ in range(layers))
+        mask = local_attention_mask(config.position_grid, window) if window else None
+        self.register_buffer("mask", mask, persistent=False)
 
     def forward(self, state: torch.Tensor, injection: torch.Tensor, rope) -> torch.Tensor:
         state = state + injection
         for block in self.blocks:
-            state = block(state, rope)
+            state = block(state, rope, self.mask)
         return state
 
 
@@ -153,8 +170,10 @@ class HRMCore(nn.Module):
     (an ``HRMEncoder``'s, or any encoder's of unit scale), puts the learned readout token before
     them and adds the position encodings, runs ``segments`` segments from (z_H, z_L) and returns
     ``(features, z_H, z_L)``: ``features`` is z_H at the readout token, ``[batch, hidden]``.
-    Only the last L- and H-update of the last segment carry gradient: earlier segments start from
-    detached states and add nothing to the backward pass, so they run without autograd at all.
+    With ``config.gradient="one_step"`` only the last L- and H-update of the last segment carry
+    gradient: earlier segments start from detached states and add nothing to the backward pass,
+    so they run without autograd at all. With ``"full"`` the gradient runs back through every
+    update of every segment to the (detached) starting state.
 
     Examples:
         >>> import torch
@@ -194,7 +213,7 @@ class HRMCore(nn.Module):
             self.col_position = self._position_table(cols)
             self.readout_position = self._position_table(1)
         self.H_level = ReasoningModule(config, config.H_layers)
-        self.L_level = ReasoningModule(config, config.L_layers)
+        self.L_level = ReasoningModule(config, config.L_layers, window=config.L_window)
         # Fixed initial states (not learned), as in HRM.
         self.register_buffer("H_init", trunc_normal_(torch.empty(h), std=1.0))
         self.register_buffer("L_init", trunc_normal_(torch.empty(h), std=1.0))
@@ -230,13 +249,13 @@ class HRMCore(nn.Module):
         return self.H_init.expand(shape), self.L_init.expand(shape)
 
     def segment(self, z_H: torch.Tensor, z_L: torch.Tensor, x: torch.Tensor):
-        """H_cycles x L_cycles L-updates and H_cycles H-updates; only the last of each keeps
-        gradient (HRM's one-step gradient)."""
+        """H_cycles x L_cycles L-updates and H_cycles H-updates; with ``gradient="one_step"``
+        only the last of each keeps gradient (HRM's one-step gradient), with ``"full"`` all."""
         cfg, rope = self.config, self._rope()
         L, H = self.L_level, self.H_level
         if self.clone_level_outputs:
             L, H = (lambda *a: self.L_level(*a).clone()), (lambda *a: self.H_level(*a).clone())
-        with torch.no_grad():
+        with torch.set_grad_enabled(torch.is_grad_enabled() and cfg.gradient == "full"):
             for h in range(cfg.H_cycles):
                 for l in range(cfg.L_cycles):
                     if h < cfg.H_cycles - 1 or l < cfg.L_cycles - 1:
@@ -279,9 +298,11 @@ class HRMCore(nn.Module):
             x.device.type, dtype=torch.bfloat16, enabled=self.config.dtype == "bfloat16"
         ):
             x = self.inject(x)
+            full = self.config.gradient == "full"  # through every segment, from the detached start
             for i in range(segments):
-                z_H, z_L = z_H.detach(), z_L.detach()
-                with torch.set_grad_enabled(torch.is_grad_enabled() and i == segments - 1):
+                if i == 0 or not full:
+                    z_H, z_L = z_H.detach(), z_L.detach()
+                with torch.set_grad_enabled(torch.is_grad_enabled() and (full or i == segments - 1)):
                     z_H, z_L = self.segment(z_H, z_L, x)
                 if trace:
                     states.append((z_H.detach().float(), z_L.detach().float()))

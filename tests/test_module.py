@@ -102,6 +102,53 @@ def test_one_step_gradient():
     assert td["next", "z_H"].grad_fn is None
 
 
+def test_full_gradient_reaches_every_block_pass():
+    cfg = tiny(H_layers=2, L_layers=3, gradient="full")
+    net = HRMQValueNet(cfg, carry="carry")
+    td = make_td(net, is_init=False)
+    td["z_H"].requires_grad_(True)
+    with_grad, total = _count_grad_block_passes(net, td)
+    assert with_grad == total == 3 * 2 * (2 * 3 + 2)
+    td["action_value"].sum().backward()
+    assert td["z_H"].grad is None  # the carried-in state stays detached: truncated at the step
+    assert td["next", "z_H"].grad_fn is None
+    # the exact gradient differs from the one-step one on the same weights and inputs
+    one_step = HRMQValueNet(tiny(H_layers=2, L_layers=3), carry="carry")
+    one_step.load_state_dict(net.state_dict())
+    one_step(make_td(one_step, is_init=False))["action_value"].sum().backward()
+    name, p = next(iter(net.core.L_level.named_parameters()))
+    assert not torch.allclose(p.grad, dict(one_step.core.L_level.named_parameters())[name].grad)
+
+
+def test_local_attention_sees_only_neighbours_and_the_readout():
+    from hrm_torchrl.hrm import ReasoningModule, local_attention_mask
+
+    mask = local_attention_mask((3, 4), window=1)
+    assert mask.shape == (13, 13) and mask[0].all() and mask[:, 0].all()
+    assert mask[1 + 0].sum() == 1 + 4  # the corner (0, 0): itself, 3 neighbours and the readout
+    assert mask[1 + 5].sum() == 1 + 9  # (1, 1): its 3x3 square and the readout
+    cfg = tiny(L_window=1)  # 2x2 patches of the 11x11 grid: a 6x6 grid of positions
+    level = ReasoningModule(cfg, layers=1, window=cfg.L_window)
+    x = torch.randn(2, cfg.tokens, cfg.hidden)
+    far = x.clone()
+    far[:, 1 + 35] += 1.0  # position (5, 5), far from (0, 0)
+    near = x.clone()
+    near[:, 1 + 7] += 1.0  # position (1, 1), next to it
+    zero = torch.zeros_like(x)
+    out, out_far, out_near = (level(v, zero, None) for v in (x, far, near))
+    torch.testing.assert_close(out_far[:, 1], out[:, 1])  # one block: (5, 5) is out of reach
+    assert not torch.allclose(out_near[:, 1], out[:, 1])
+    assert not torch.allclose(out_far[:, 0], out[:, 0])  # the readout token sees everything
+    global_level = ReasoningModule(cfg, layers=1)
+    global_level.load_state_dict(level.state_dict())
+    assert not torch.allclose(global_level(far, zero, None)[:, 1], global_level(x, zero, None)[:, 1])
+
+
+def test_unknown_gradient_is_refused():
+    with pytest.raises(ValueError, match="gradient"):
+        tiny(gradient="bptt")
+
+
 @pytest.mark.parametrize("carry_state", ["token", "full"])
 def test_carry_uses_the_carried_state_and_reset_ignores_it(carry_state):
     torch.manual_seed(0)
@@ -255,12 +302,13 @@ def test_a_patch_embeds_its_own_cells():
         (dict(positions="2d", grid_shape=(10, 11)), "holds 110 cells"),
         (dict(dtype="float16"), "unknown HRMConfig.dtype"),
         (dict(patch=0), "patch must be a positive integer"),
+        (dict(L_window=-1), "L_window must be an integer >= 0"),
     ],
 )
 def test_bad_config_raises(kwargs, match):
     with pytest.raises(ValueError, match=match):
         tiny(**kwargs)
-    with pytest.raises(ValueError, match="patch > 1 need grid_shape"):
+    with pytest.raises(ValueError, match="patch > 1 and L_window > 0 need grid_shape"):
         HRMConfig(patch=2)
 
 
