@@ -10,7 +10,8 @@ Rows, written to OUT/gpu_check.json:
                     difference of its Q-values from eager fp32's on one batch (same weights)
                     PATH: eager, tf32 (cuda), bf16 (autocast), compiled (torch.compile), cudagraphs
                     (cuda: torch.compile mode "reduce-overhead"); a path that fails says why
-  collect-KIND      frames/s of the multisync and parallel collectors with the preset's policy
+  collect-KIND      frames/s of the multisync, multiasync and parallel collectors with the
+                    preset's policy
   pipeline-KIND     the example itself for --seconds, each collector (not with --quick)
   train             the example with the preset for --train-minutes: frames, optimizer steps and
                     greedy success at its end; its metrics.csv and summary.json go to OUT/train/
@@ -101,7 +102,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda", choices=("cpu", "cuda"))
     parser.add_argument("--preset", default="paper", help="the example's preset")
-    parser.add_argument("--seconds", type=float, default=60.0, help="each pipeline row's run")
+    parser.add_argument("--seconds", type=float, default=45.0, help="each pipeline row's run")
     parser.add_argument("--train-minutes", type=float, default=4.0, help="the training run")
     parser.add_argument("--quick", action="store_true", help="tiny rows (the tests use it)")
     parser.add_argument("--out", default=None, help="where gpu_check.json goes (default: a "
@@ -140,7 +141,7 @@ def main(argv=None) -> int:
             max_q_difference=difference, tolerance=TOLERANCE[path])
         if difference > TOLERANCE[path]:
             disagree.append(path)
-    for kind in ("parallel",) if args.quick else ("multisync", "parallel"):
+    for kind in ("parallel",) if args.quick else ("multisync", "multiasync", "parallel"):
         kind_cfg = dataclasses.replace(cfg, collector=kind)
         add(f"collect-{kind}", frames_per_second=collect(kind_cfg, seconds))
         if not args.quick:

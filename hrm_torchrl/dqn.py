@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import torch
-from torchrl.collectors import Collector, MultiSyncCollector
+from torchrl.collectors import Collector, MultiAsyncCollector, MultiSyncCollector
 from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 from torchrl.envs import ParallelEnv
 from torchrl.modules import EGreedyModule, QValueActor
@@ -42,7 +42,7 @@ from hrm_torchrl.module import CARRY_MODES, CARRY_STATES, HRMQValueNet
 from hrm_torchrl.torchrl_env import MAZES, make_env
 
 MODELS = ("hrm", "mlp", "lstm")
-COLLECTORS = ("multisync", "parallel", "ray")
+COLLECTORS = ("multisync", "multiasync", "parallel", "ray")
 EPS_UNITS = ("frames", "updates")
 DEVICES = ("cpu", "cuda")
 N_ACTIONS = 4
@@ -117,8 +117,10 @@ class DQNConfig:
     seed: int = option(0, "initial weights, replay sampling and (multisync) the workers' mazes "
                        "and exploration")
     collector: str = option("multisync", "multisync: worker processes, each with its mazes and a "
-                            "copy of the policy; parallel: the workers step only the mazes, one "
-                            "policy here acts for all (a GPU's way); ray: Ray actors", COLLECTORS)
+                            "copy of the policy; multiasync: the same, collecting while the "
+                            "learner trains (a round is one worker's); parallel: the workers step "
+                            "only the mazes, one policy here acts for all (a GPU's way); ray: Ray "
+                            "actors", COLLECTORS)
     ray_address: str | None = option(None, "--collector ray: the cluster to join, e.g. auto or "
                                      "HEAD_IP:6379 (default: start a local one)")
 
@@ -446,31 +448,37 @@ def spawned_workers_ignore(signals):
 
 
 def make_collector(cfg: DQNConfig, policy, primer, seed: int):
-    """The training collector, yielding [workers, mazes, time] frames a round, and a function
-    that shuts it down.
+    """The training collector, yielding [workers, mazes, time] frames a round (multiasync:
+    [mazes, time]), and a function that shuts it down.
 
     multisync: TorchRL's MultiSyncCollector, one process per worker on this machine;
     ``set_seed(seed)`` gives each worker's mazes and its torch and numpy generators (its
     exploration) their own seed of one chain, so a run's frames repeat with its seed.
+    multiasync: TorchRL's MultiAsyncCollector, the same workers and seeds, but each keeps
+    collecting while the learner trains on another's round, so collection and learning overlap
+    (what spare cores or a GPU learner want); a round is ``frames_per_batch`` frames of one
+    worker's mazes, so the replay ratio stays the preset's. A round is collected with the
+    weights of when it began, a round or more behind the learner's, and the order in which the
+    workers deliver depends on timing, so a run's frames do not repeat exactly.
     parallel: TorchRL's Collector over a ParallelEnv: the worker processes step only their mazes,
     and the policy, here on ``cfg.device``, acts for all of them in one batched forward (what a
     GPU wants); its weights are the learner's own, so nothing is sent to the workers.
     ray: TorchRL's RayCollector, one Ray actor per worker running a Collector of its mazes, on
     the cluster at ``cfg.ray_address`` or on a local one. Ray runs don't repeat: RayCollector's
     set_seed would seed only the envs, not the actors' exploration, so the mazes draw fresh seeds.
-    Both take fresh weights when the loop calls ``update_policy_weights_()``. The workers
-    ignore Ctrl-C (SIGINT) and, MultiSync's, SIGTERM: the process that made the collector
+    All but parallel take fresh weights when the loop calls ``update_policy_weights_()``. The
+    workers ignore Ctrl-C (SIGINT) and, but Ray's, SIGTERM: the process that made the collector
     handles them, with the handlers it had installed before, and shuts the workers down.
     """
     device = torch.device(cfg.device)
     factories = [functools.partial(make_env, cfg.env, num_envs=cfg.envs_per_worker, primer=primer)
                  for _ in range(cfg.workers)]
-    if cfg.collector == "multisync":
+    if cfg.collector in ("multisync", "multiasync"):
         # Ours, so that it is shut down while the interpreter still runs: left to its __del__ at
         # exit, a scheme that never sent weights hangs the process (torchrl 0.14.1).
         weight_sync = MultiProcessWeightSyncScheme()
         with spawned_workers_ignore({signal.SIGINT, signal.SIGTERM}):
-            collector = _multisync(cfg, factories, policy, device, weight_sync)
+            collector = _multiprocess(cfg, factories, policy, device, weight_sync)
         collector.set_seed(seed)
 
         def shutdown():
@@ -494,8 +502,11 @@ def make_collector(cfg: DQNConfig, policy, primer, seed: int):
     return collector, collector.shutdown  # which also stops a local cluster it started
 
 
-def _multisync(cfg, factories, policy, device, weight_sync):
-    return MultiSyncCollector(
+def _multiprocess(cfg, factories, policy, device, weight_sync):
+    # MultiSync's frames_per_batch is the round's, split over the workers; MultiAsync's is each
+    # worker's, which delivers a round on its own
+    cls = MultiSyncCollector if cfg.collector == "multisync" else MultiAsyncCollector
+    return cls(
         factories, policy, frames_per_batch=cfg.frames_per_batch, total_frames=-1,
         env_device="cpu", policy_device=device, storing_device="cpu",
         weight_sync_schemes={"policy": weight_sync},

@@ -149,6 +149,34 @@ def test_state_travels_in_the_parallel_collector_acting_here():
     assert (after["action"].argmax(-1) == 2).all()  # the learner's weights act at once
 
 
+def test_multiasync_collector_delivers_one_workers_round_and_takes_weights():
+    """dqn.make_collector's "multiasync": each round is frames_per_batch frames of one worker's
+    mazes, the carried state travels in it, and new weights reach the workers within a round
+    or two (each worker's next round may already be under way when they are sent)."""
+    from hrm_torchrl.dqn import DQNConfig, make_collector
+
+    net = tiny_net()
+    cfg = DQNConfig.cpu(hrm=net.config, collector="multiasync", workers=2, envs_per_worker=4,
+                        frames_per_batch=4 * 40)
+    spec = env_factory().action_spec_unbatched
+    policy = TensorDictSequential(QValueActor(net, spec=spec), EGreedyModule(spec, eps_init=0.5))
+    collector, shutdown = make_collector(cfg, policy, net.make_tensordict_primer(), seed=0)
+    try:
+        rounds = iter(collector)
+        data = next(rounds)
+        with torch.no_grad():
+            net.head.bias.add_(torch.tensor([0.0, 0.0, 100.0, 0.0]))  # south, always
+            policy[1].eps.fill_(0.0)
+        collector.update_policy_weights_()
+        later = [next(rounds) for _ in range(4)]
+    finally:
+        shutdown()
+    assert data.batch_size == (4, 40)  # [mazes, time] of one worker
+    check_state_travels(data, net)
+    assert (data["action"].argmax(-1) != 2).any()  # before: epsilon 0.5 and the random head
+    assert (later[-1]["action"].argmax(-1) == 2).all()
+
+
 def test_state_and_weights_travel_through_a_ray_collector():
     from torchrl.collectors.distributed import RayCollector
 
