@@ -59,10 +59,6 @@ class HRMConfig:
             ``"full"`` (backpropagation through every update of every segment of one forward,
             back to the carried-in state, which stays detached: the exact gradient, at
             ``segments * block_passes_per_segment`` blocks' activations kept).
-        L_window: 0 (the paper's): the L module attends globally. r > 0: a local prior, each grid
-            position of the L module attends only to positions within r rows and columns of it
-            (and to the readout token, which attends to all), so that information crosses the
-            grid r positions per L block, as in a recurrent convolution; needs ``grid_shape``.
     """
 
     hidden: int = 64
@@ -82,7 +78,6 @@ class HRMConfig:
     rope_theta: float = 10000.0
     dtype: str = "float32"
     gradient: str = "one_step"
-    L_window: int = 0
 
     def __post_init__(self):
         if self.grid_shape is not None:
@@ -214,12 +209,9 @@ class HRMConfig:
             )
         if self.positions == "rope" and self.head_dim % 2:
             raise ValueError(f"RoPE needs an even head dimension, got {self.head_dim}")
-        if not isinstance(self.L_window, int) or isinstance(self.L_window, bool) or self.L_window < 0:
-            raise ValueError(f"HRMConfig.L_window must be an integer >= 0, got {self.L_window!r}")
-        if self.positions == "2d" or self.patch > 1 or self.L_window:
+        if self.positions == "2d" or self.patch > 1:
             if self.grid_shape is None or len(self.grid_shape) != 2:
-                raise ValueError("HRMConfig.positions='2d', patch > 1 and L_window > 0 need "
-                                 "grid_shape=(rows, cols)")
+                raise ValueError("HRMConfig.positions='2d' and patch > 1 need grid_shape=(rows, cols)")
             rows, cols = self.grid_shape
             if rows * cols != self.seq_len:
                 raise ValueError(

@@ -63,15 +63,14 @@ class Attention(nn.Module):
         self.qkv = lecun_linear(config.hidden, 3 * config.hidden)
         self.out = lecun_linear(config.hidden, config.hidden)
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None,
-                mask: torch.Tensor | None = None):
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None):
         batch, tokens, hidden = x.shape
         q, k, v = (
             self.qkv(x).view(batch, tokens, 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
         )
         if rope is not None:
             q, k = apply_rope(q, *rope), apply_rope(k, *rope)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        y = F.scaled_dot_product_attention(q, k, v)
         return self.out(y.transpose(1, 2).reshape(batch, tokens, hidden))
 
 
@@ -94,38 +93,22 @@ class Block(nn.Module):
         self.attn = Attention(config)
         self.mlp = SwiGLU(config)
 
-    def forward(self, x: torch.Tensor, rope, mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = rms_norm(x + self.attn(x, rope, mask))
+    def forward(self, x: torch.Tensor, rope) -> torch.Tensor:
+        x = rms_norm(x + self.attn(x, rope))
         return rms_norm(x + self.mlp(x))
 
 
-def local_attention_mask(position_grid: tuple[int, int], window: int) -> torch.Tensor:
-    """[1 + rows * cols, 1 + rows * cols] bool, True where a query (row) may attend to a key:
-    grid positions (row-major, after the readout token at 0) to those within ``window`` rows
-    and columns of them, and to the readout token; the readout token to every position."""
-    rows, cols = position_grid
-    r, c = torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")
-    r, c = r.flatten(), c.flatten()
-    near = ((r[:, None] - r[None, :]).abs() <= window) & ((c[:, None] - c[None, :]).abs() <= window)
-    mask = torch.ones(1 + rows * cols, 1 + rows * cols, dtype=torch.bool)
-    mask[1:, 1:] = near
-    return mask
-
-
 class ReasoningModule(nn.Module):
-    """A stack of blocks updating one level's state, with its input injected by addition;
-    ``window > 0`` restricts its attention to neighbouring positions (``local_attention_mask``)."""
+    """A stack of blocks updating one level's state, with its input injected by addition."""
 
-    def __init__(self, config: HRMConfig, layers: int, window: int = 0):
+    def __init__(self, config: HRMConfig, layers: int):
         super().__init__()
         self.blocks = nn.ModuleList(Block(config) for _ in range(layers))
-        mask = local_attention_mask(config.position_grid, window) if window else None
-        self.register_buffer("mask", mask, persistent=False)
 
     def forward(self, state: torch.Tensor, injection: torch.Tensor, rope) -> torch.Tensor:
         state = state + injection
         for block in self.blocks:
-            state = block(state, rope, self.mask)
+            state = block(state, rope)
         return state
 
 
@@ -213,7 +196,7 @@ class HRMCore(nn.Module):
             self.col_position = self._position_table(cols)
             self.readout_position = self._position_table(1)
         self.H_level = ReasoningModule(config, config.H_layers)
-        self.L_level = ReasoningModule(config, config.L_layers, window=config.L_window)
+        self.L_level = ReasoningModule(config, config.L_layers)
         # Fixed initial states (not learned), as in HRM.
         self.register_buffer("H_init", trunc_normal_(torch.empty(h), std=1.0))
         self.register_buffer("L_init", trunc_normal_(torch.empty(h), std=1.0))

@@ -120,30 +120,6 @@ def test_full_gradient_reaches_every_block_pass():
     assert not torch.allclose(p.grad, dict(one_step.core.L_level.named_parameters())[name].grad)
 
 
-def test_local_attention_sees_only_neighbours_and_the_readout():
-    from hrm_torchrl.hrm import ReasoningModule, local_attention_mask
-
-    mask = local_attention_mask((3, 4), window=1)
-    assert mask.shape == (13, 13) and mask[0].all() and mask[:, 0].all()
-    assert mask[1 + 0].sum() == 1 + 4  # the corner (0, 0): itself, 3 neighbours and the readout
-    assert mask[1 + 5].sum() == 1 + 9  # (1, 1): its 3x3 square and the readout
-    cfg = tiny(L_window=1)  # 2x2 patches of the 11x11 grid: a 6x6 grid of positions
-    level = ReasoningModule(cfg, layers=1, window=cfg.L_window)
-    x = torch.randn(2, cfg.tokens, cfg.hidden)
-    far = x.clone()
-    far[:, 1 + 35] += 1.0  # position (5, 5), far from (0, 0)
-    near = x.clone()
-    near[:, 1 + 7] += 1.0  # position (1, 1), next to it
-    zero = torch.zeros_like(x)
-    out, out_far, out_near = (level(v, zero, None) for v in (x, far, near))
-    torch.testing.assert_close(out_far[:, 1], out[:, 1])  # one block: (5, 5) is out of reach
-    assert not torch.allclose(out_near[:, 1], out[:, 1])
-    assert not torch.allclose(out_far[:, 0], out[:, 0])  # the readout token sees everything
-    global_level = ReasoningModule(cfg, layers=1)
-    global_level.load_state_dict(level.state_dict())
-    assert not torch.allclose(global_level(far, zero, None)[:, 1], global_level(x, zero, None)[:, 1])
-
-
 def test_unknown_gradient_is_refused():
     with pytest.raises(ValueError, match="gradient"):
         tiny(gradient="bptt")
@@ -302,13 +278,12 @@ def test_a_patch_embeds_its_own_cells():
         (dict(positions="2d", grid_shape=(10, 11)), "holds 110 cells"),
         (dict(dtype="float16"), "unknown HRMConfig.dtype"),
         (dict(patch=0), "patch must be a positive integer"),
-        (dict(L_window=-1), "L_window must be an integer >= 0"),
     ],
 )
 def test_bad_config_raises(kwargs, match):
     with pytest.raises(ValueError, match=match):
         tiny(**kwargs)
-    with pytest.raises(ValueError, match="patch > 1 and L_window > 0 need grid_shape"):
+    with pytest.raises(ValueError, match="patch > 1 need grid_shape"):
         HRMConfig(patch=2)
 
 
