@@ -64,9 +64,9 @@ class HRMModule(TensorDictModuleBase):
 
     Reads input features ``[*B, config.tokens - 1, hidden]`` (what a user's encoder makes of an
     observation: one vector per position, of unit scale), the carried (z_H, z_L) and ``is_init``;
-    runs ``config.segments`` segments of HRM recurrence (one-step gradient) and writes the
-    features read at the readout token, ``[*B, hidden]``, and the final, detached (z_H, z_L) to
-    ``"next"``, from where :func:`torchrl.envs.utils.step_mdp` moves them to the root of the
+    runs ``config.segments`` segments of HRM recurrence (``config.gradient``: the one-step or the
+    full gradient) and writes the features read at the readout token, ``[*B, hidden]``, and the
+    final, detached (z_H, z_L) to ``"next"``, from where :func:`torchrl.envs.utils.step_mdp` moves them to the root of the
     following step. A head of the user's own turns the features into Q-values, logits, ...
 
     Args:
@@ -259,7 +259,7 @@ class HRMQValueNet(HRMModule):
     :class:`HRMModule` and a linear Q head on the readout token's z_H.
 
     Reads tokens and the carried (z_H, z_L), runs ``config.segments`` segments of HRM recurrence
-    (one-step gradient) and writes Q-values and the final, detached (z_H, z_L) to ``"next"``.
+    (``config.gradient``: the one-step or the full gradient) and writes Q-values and the final, detached (z_H, z_L) to ``"next"``.
 
     Args:
         config: an :class:`~hrm_torchrl.HRMConfig` (e.g. ``HRMConfig.paper()``).
