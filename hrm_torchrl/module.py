@@ -66,8 +66,8 @@ class HRMModule(TensorDictModuleBase):
     observation: one vector per position, of unit scale), the carried (z_H, z_L) and ``is_init``;
     runs ``config.segments`` segments of HRM recurrence (``config.gradient``: the one-step or the
     full gradient) and writes the features read at the readout token, ``[*B, hidden]``, and the
-    final, detached (z_H, z_L) to ``"next"``, from where :func:`torchrl.envs.utils.step_mdp` moves them to the root of the
-    following step. A head of the user's own turns the features into Q-values, logits, ...
+    final, detached (z_H, z_L) to ``"next"``, from where :func:`torchrl.envs.utils.step_mdp`
+    moves them to the root of the following step. A head of the user's own turns the features into Q-values, logits, ...
 
     Args:
         config: an :class:`~hrm_torchrl.HRMConfig`; ``config.tokens - 1`` is the number of input
