@@ -67,7 +67,8 @@ class HRMModule(TensorDictModuleBase):
     runs ``config.segments`` segments of HRM recurrence (``config.gradient``: the one-step or the
     full gradient) and writes the features read at the readout token, ``[*B, hidden]``, and the
     final, detached (z_H, z_L) to ``"next"``, from where :func:`torchrl.envs.utils.step_mdp`
-    moves them to the root of the following step. A head of the user's own turns the features into Q-values, logits, ...
+    moves them to the root of the following step. A head of the user's own turns the features
+    into Q-values, logits, ...
 
     Args:
         config: an :class:`~hrm_torchrl.HRMConfig`; ``config.tokens - 1`` is the number of input
@@ -259,7 +260,8 @@ class HRMQValueNet(HRMModule):
     :class:`HRMModule` and a linear Q head on the readout token's z_H.
 
     Reads tokens and the carried (z_H, z_L), runs ``config.segments`` segments of HRM recurrence
-    (``config.gradient``: the one-step or the full gradient) and writes Q-values and the final, detached (z_H, z_L) to ``"next"``.
+    (``config.gradient``: the one-step or the full gradient) and writes Q-values and the final,
+    detached (z_H, z_L) to ``"next"``.
 
     Args:
         config: an :class:`~hrm_torchrl.HRMConfig` (e.g. ``HRMConfig.paper()``).
