@@ -467,7 +467,7 @@ def make_collector(cfg: DQNConfig, policy, primer, seed: int):
     the cluster at ``cfg.ray_address`` or on a local one. Ray runs don't repeat: RayCollector's
     set_seed would seed only the envs, not the actors' exploration, so the mazes draw fresh seeds.
     All but parallel take fresh weights when the loop calls ``update_policy_weights_()``. The
-    workers ignore Ctrl-C (SIGINT) and, but Ray's, SIGTERM: the process that made the collector
+    workers ignore Ctrl-C (SIGINT) and, except Ray's, SIGTERM: the process that made the collector
     handles them, with the handlers it had installed before, and shuts the workers down.
     """
     device = torch.device(cfg.device)
