@@ -510,8 +510,9 @@ def _multiprocess(cfg, factories, policy, device, weight_sync):
         factories, policy, frames_per_batch=cfg.frames_per_batch, total_frames=-1,
         env_device="cpu", policy_device=device, storing_device="cpu",
         weight_sync_schemes={"policy": weight_sync},
-        # Collection and updates take turns, so the learner may use every core; left alone the
-        # collector would cut this process to (threads - workers), i.e. 1 on 2 cores.
+        # With MultiSync, collection and updates take turns, so the learner may use every core
+        # (with MultiAsync they share them); left alone the collector would cut this process to
+        # (threads - workers), i.e. 1 on 2 cores.
         num_threads=torch.get_num_threads(),
     )
 
