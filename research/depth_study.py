@@ -6,7 +6,8 @@ markdown table with each variant's cost beside its scores.
 
 A variant is named by its JSON file's stem. Cost columns: block passes per environment step
 (forward), those that keep gradient (``HRMConfig.gradient``), and minibatches per second of
-training (the rows' ``seconds``: training only, evaluations excluded).
+training (the rows' ``seconds``: training only, evaluations excluded). The target column says what
+the network was taught (``--target``): A*'s actions (loss in nats) or its values (squared error).
 """
 
 from __future__ import annotations
@@ -39,16 +40,18 @@ def block_passes(network: dict) -> tuple[int | None, int | None]:
 
 
 def table(runs: dict[str, dict]) -> str:
-    lines = ["| variant | block passes (with gradient) | minibatches | minibatches/s | loss | "
+    lines = ["| variant | target | block passes (with gradient) | minibatches | minibatches/s | loss | "
              "held-out accuracy: all / >= 8 away | greedy success (best) |",
-             "|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|"]
     for name, result in runs.items():
         last = result["rows"][-1]
         passes, with_grad = block_passes(result["network"])
         cost = "" if passes is None else f"{passes} ({with_grad})"
         rate = last["minibatches"] / last["seconds"] if last["seconds"] else float("nan")
         best = max(row["success_rate"] for row in result["rows"])
-        lines.append(f"| {name} | {cost} | {last['minibatches']:,} | {rate:.1f} | {last['loss']:.2f} | "
+        target = result.get("target", "actions")  # runs before --target taught actions
+        lines.append(f"| {name} | {target} | {cost} | {last['minibatches']:,} | {rate:.1f} | "
+                     f"{last['loss']:.2g} | "
                      f"{100 * last['accuracy']:.1f} / {100 * last['accuracy_far']:.1f}% | "
                      f"{100 * last['success_rate']:.1f}% ({100 * best:.1f}%) |")
     return "\n".join(lines)

@@ -6,7 +6,7 @@ part.
     python research/imitation.py [--env DynamicMaze] [--minutes 6] [--states 200000]
         [--data FILE] [--json FILE] [-- EXAMPLE_FLAGS]   # e.g. -- --model mlp, or -- --hrm patch=1
     python research/imitation.py --trajectories [--mazes 128] [--acting oracle|network]
-        [--replay N [--relabel]] [--target actions|values] [-- --carry reset]
+        [--replay N [--relabel]] [--target actions|values|log-values] [-- --carry reset]
 
 Data: the states the oracle visits while acting epsilon-greedily (eps 0.3, so that states off its
 paths appear too), each labelled with every action on a shortest path under the current doors
@@ -17,10 +17,14 @@ gamma load. Loss: minus the log of the probability that softmax(Q) puts on the o
 with ``--target values`` the squared error of each action's Q-value against the oracle's Q* under
 the preset's gamma and the current doors (``hrm_torchrl.oracle.optimal_values``): the exact value
 of the target that DQN bootstraps, on all four actions, so that a run says what regressing values
-instead of ranking actions costs, with no bootstrap and no exploration in the way. The network, the
-optimizer (AdamW with the preset's groups, lr and betas), the minibatch size, gradient clipping,
-deep supervision (one optimizer step per segment) and torch.compile are the example's, from its
-preset and the flags after ``--``; the HRM runs Reset Z, as the oracle's policy needs no memory.
+instead of ranking actions costs, with no bootstrap and no exploration in the way;
+``--target log-values`` regresses ``log_values`` of Q* instead (minus the distance in steps, so
+that two actions' values part by a step or more wherever the goal is, where Q*'s gaps shrink like
+gamma^d).
+The network, the optimizer (AdamW with the preset's groups, lr and betas), the minibatch size,
+gradient clipping, deep supervision (one optimizer step per segment) and torch.compile are the
+example's, from its preset and the flags after ``--``; the HRM runs Reset Z, as the oracle's
+policy needs no memory.
 
 ``--trajectories`` asks whether carrying the network's state helps when the target is exact: it
 trains online along the same oracle's trajectories on ``--mazes`` mazes, one minibatch per env
@@ -51,6 +55,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -74,7 +79,7 @@ FAR = 8  # steps from the goal: the accuracy of the longer plans is reported apa
 EPS = 0.3  # random actions of the acting policy, so that states off its paths appear too
 LABELS = ("optimal", "distance", "values")  # what label() writes
 ACTING = ("oracle", "network")
-TARGETS = ("actions", "values")
+TARGETS = ("actions", "values", "log-values")
 
 
 def oracle_policy(env, eps: float = EPS) -> TensorDictSequential:
@@ -179,18 +184,28 @@ def load_or_collect(path: str | None, env_name: str, states: int, held_out: int,
     return train, held
 
 
-def imitation_loss(action_value: torch.Tensor, batch: TensorDict, target: str) -> torch.Tensor:
+def imitation_loss(action_value: torch.Tensor, batch: TensorDict, target: str,
+                   gamma: float = 0.95) -> torch.Tensor:
     """The loss toward the oracle's answer, averaged over ``batch``'s rows that have a path (a
     row without one counts nothing). ``target="actions"``: -log P(optimal actions) under
     softmax(Q). ``target="values"``: the squared error of every action's Q-value against
-    ``optimal_values``, as DQN's l2 loss against an exact target (on all four actions)."""
+    ``optimal_values``, as DQN's l2 loss against an exact target (on all four actions).
+    ``target="log-values"``: the same against ``log_values(optimal_values, gamma)``."""
     has_path = batch["distance"] >= 0
     action_value = action_value[has_path].float()
     if target == "values":
         return (action_value - batch["values"][has_path]).pow(2).mean()
+    if target == "log-values":
+        return (action_value - log_values(batch["values"][has_path], gamma)).pow(2).mean()
     log_p = torch.log_softmax(action_value, -1)
     return -torch.logsumexp(log_p.masked_fill(~batch["optimal"][has_path], float("-inf")),
                             -1).mean()
+
+
+def log_values(values: torch.Tensor, gamma: float, floor: float = 1e-3) -> torch.Tensor:
+    """``log(values) / -log(gamma)``: a move onto a cell d steps from the goal (worth gamma^d)
+    becomes -d. Monotone, so the greedy action is the same; values below ``floor`` count as it."""
+    return torch.log(values.clamp_min(floor)) / -math.log(gamma)
 
 
 def hits(action_value: torch.Tensor, batch: TensorDict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -229,8 +244,8 @@ def main(argv=None):
     parser.add_argument("--acting", choices=ACTING, default="oracle",
                         help="with --trajectories: who picks the greedy action on the mazes")
     parser.add_argument("--target", choices=TARGETS, default="actions",
-                        help="the oracle's optimal actions (cross-entropy) or its action values "
-                             "(squared error)")
+                        help="the oracle's optimal actions (cross-entropy), its action values "
+                             "(squared error), or those values' log_gamma (squared error)")
     parser.add_argument("--replay", type=int, default=0,
                         help="with --trajectories: train on minibatches from a replay of N states")
     parser.add_argument("--relabel", action="store_true",
@@ -342,7 +357,7 @@ def main(argv=None):
                     replay.extend(moved_goal(live.select(*stored), generator, cfg.gamma))
                 batch = replay.sample()
             loss, steps = train_minibatch(net, batch, optimizer, cfg.grad_clip,
-                                          cfg.deep_supervision, args.target)
+                                          cfg.deep_supervision, args.target, cfg.gamma)
             if args.trajectories:  # the Q-values of the new states, before the update
                 online.append(hits(live["action_value"], live))
             minibatches, optimizer_steps = minibatches + 1, optimizer_steps + steps
@@ -375,7 +390,7 @@ def main(argv=None):
 
 
 def train_minibatch(net, batch: TensorDict, optimizer, grad_clip: float,
-                    deep_supervision: bool, target: str) -> tuple[float, int]:
+                    deep_supervision: bool, target: str, gamma: float) -> tuple[float, int]:
     """Trains on one minibatch, as the example's update with ``imitation_loss`` toward
     ``target`` in place of DQN's: one optimizer step, or with deep supervision one per segment,
     each segment starting from the previous one's detached state. Without deep supervision the
@@ -387,7 +402,7 @@ def train_minibatch(net, batch: TensorDict, optimizer, grad_clip: float,
         q_values = [net(batch)["action_value"]]
     steps = 0
     for q in q_values:
-        loss = imitation_loss(q, batch, target)
+        loss = imitation_loss(q, batch, target, gamma)
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), grad_clip)

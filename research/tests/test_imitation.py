@@ -55,6 +55,13 @@ def test_imitation_loss_and_bad_networks():
     expected = torch.tensor((2 * 0.81 + 0.25 + 0.0001 + 1.0) / 8)
     assert torch.isclose(imitation.imitation_loss(q, batch, "values"), expected)
     assert imitation.imitation_loss(batch["values"].nan_to_num(), batch, "values") == 0
+    # log-values: gamma^d becomes -d; a value below the floor counts as the floor
+    assert torch.allclose(imitation.log_values(torch.tensor([0.95 ** 3, 1.0, -0.01]), 0.95),
+                          torch.tensor([-3.0, 0.0, imitation.log_values(torch.tensor(1e-3), 0.95)]))
+    target = imitation.log_values(batch["values"], 0.95)
+    assert imitation.imitation_loss(target.nan_to_num(), batch, "log-values", 0.95) == 0
+    assert torch.isclose(imitation.imitation_loss(q, batch, "log-values", 0.95),
+                         target[:2].pow(2).mean())  # the row without a path left out
     for flags in (["--model", "lstm"], ["--carry", "carry"]):
         with pytest.raises(SystemExit, match="must not carry state"):
             imitation.main(["--quick", "--", *flags])
