@@ -185,7 +185,7 @@ def load_or_collect(path: str | None, env_name: str, states: int, held_out: int,
 
 
 def imitation_loss(action_value: torch.Tensor, batch: TensorDict, target: str,
-                   gamma: float = 0.95) -> torch.Tensor:
+                   gamma: float) -> torch.Tensor:
     """The loss toward the oracle's answer, averaged over ``batch``'s rows that have a path (a
     row without one counts nothing). ``target="actions"``: -log P(optimal actions) under
     softmax(Q). ``target="values"``: the squared error of every action's Q-value against
@@ -193,10 +193,11 @@ def imitation_loss(action_value: torch.Tensor, batch: TensorDict, target: str,
     ``target="log-values"``: the same against ``log_values(optimal_values, gamma)``."""
     has_path = batch["distance"] >= 0
     action_value = action_value[has_path].float()
-    if target == "values":
-        return (action_value - batch["values"][has_path]).pow(2).mean()
-    if target == "log-values":
-        return (action_value - log_values(batch["values"][has_path], gamma)).pow(2).mean()
+    if target in ("values", "log-values"):
+        values = batch["values"][has_path]
+        if target == "log-values":
+            values = log_values(values, gamma)
+        return (action_value - values).pow(2).mean()
     log_p = torch.log_softmax(action_value, -1)
     return -torch.logsumexp(log_p.masked_fill(~batch["optimal"][has_path], float("-inf")),
                             -1).mean()

@@ -50,11 +50,11 @@ def test_imitation_loss_and_bad_networks():
         "distance": torch.tensor([3, 1, -1])}, [3])
     # uniform Q: P(optimal) = 1/2 and 1/4
     expected = -(torch.log(torch.tensor(0.5)) + torch.log(torch.tensor(0.25))) / 2
-    assert torch.isclose(imitation.imitation_loss(q, batch, "actions"), expected)
+    assert torch.isclose(imitation.imitation_loss(q, batch, "actions", 0.95), expected)
     # values: the squared error over the 8 entries of the rows with a path
     expected = torch.tensor((2 * 0.81 + 0.25 + 0.0001 + 1.0) / 8)
-    assert torch.isclose(imitation.imitation_loss(q, batch, "values"), expected)
-    assert imitation.imitation_loss(batch["values"].nan_to_num(), batch, "values") == 0
+    assert torch.isclose(imitation.imitation_loss(q, batch, "values", 0.95), expected)
+    assert imitation.imitation_loss(batch["values"].nan_to_num(), batch, "values", 0.95) == 0
     # log-values: gamma^d becomes -d; a value below the floor counts as the floor
     assert torch.allclose(imitation.log_values(torch.tensor([0.95 ** 3, 1.0, -0.01]), 0.95),
                           torch.tensor([-3.0, 0.0, imitation.log_values(torch.tensor(1e-3), 0.95)]))
