@@ -95,7 +95,8 @@ class HRMConfig:
     def cpu(cls, **overrides) -> HRMConfig:
         """A small preset meant to train on a 2-core CPU: 2x2 patches of the 11x11 grid (37
         positions instead of 122), hidden 64, SwiGLU expansion 2, 1+1 layers, 1x1 cycles, 2
-        segments (so that carrying z means something), learned row + column positions."""
+        segments (so that carrying z means something), learned row + column positions, and the
+        exact gradient through both segments (``gradient="full"``: 4 block passes keep it cheap)."""
         base = dict(
             hidden=64,
             heads=2,
@@ -109,6 +110,7 @@ class HRMConfig:
             patch=2,
             positions="2d",
             grid_shape=(11, 11),
+            gradient="full",  # the one-step gradient stops DynamicMaze well short (research log)
         )
         base.update(overrides)
         return cls(**base)

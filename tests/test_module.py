@@ -81,7 +81,7 @@ def _count_grad_block_passes(net, td):
 
 
 def test_one_step_gradient():
-    cfg = tiny(H_layers=2, L_layers=3)
+    cfg = tiny(H_layers=2, L_layers=3, gradient="one_step")
     net = HRMQValueNet(cfg, carry="carry")
     td = make_td(net, is_init=False)
     td["z_H"].requires_grad_(True)
@@ -103,7 +103,7 @@ def test_one_step_gradient():
 
 
 def test_full_gradient_reaches_every_block_pass():
-    cfg = tiny(H_layers=2, L_layers=3, gradient="full")
+    cfg = tiny(H_layers=2, L_layers=3)  # the cpu preset's gradient
     net = HRMQValueNet(cfg, carry="carry")
     td = make_td(net, is_init=False)
     td["z_H"].requires_grad_(True)
@@ -113,7 +113,7 @@ def test_full_gradient_reaches_every_block_pass():
     assert td["z_H"].grad is None  # the carried-in state stays detached: truncated at the step
     assert td["next", "z_H"].grad_fn is None
     # the exact gradient differs from the one-step one on the same weights and inputs
-    one_step = HRMQValueNet(tiny(H_layers=2, L_layers=3), carry="carry")
+    one_step = HRMQValueNet(tiny(H_layers=2, L_layers=3, gradient="one_step"), carry="carry")
     one_step.load_state_dict(net.state_dict())
     one_step(make_td(one_step, is_init=False))["action_value"].sum().backward()
     name, p = next(iter(net.core.L_level.named_parameters()))

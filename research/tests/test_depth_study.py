@@ -21,7 +21,7 @@ def row(minibatches, seconds, accuracy, success):
 
 def test_table_and_plot(tmp_path, capsys):
     deep = HRMConfig.cpu(H_cycles=2, L_cycles=2, gradient="full").to_dict()
-    one_step = HRMConfig.cpu(H_cycles=2, L_cycles=2).to_dict()
+    one_step = HRMConfig.cpu(H_cycles=2, L_cycles=2, gradient="one_step").to_dict()
     runs = [write_run(tmp_path / "full-2x2.json", deep, [row(1000, 100.0, 0.8, 0.5),
                                                           row(2000, 250.0, 0.9, 0.4)]),
             write_run(tmp_path / "onestep-2x2.json", one_step, [row(1000, 50.0, 0.85, 0.6)],
