@@ -7,8 +7,8 @@ markdown table with each variant's cost beside its scores.
 A variant is named by its JSON file's stem. Cost columns: block passes per environment step
 (forward), those that keep gradient (``HRMConfig.gradient``), and minibatches per second of
 training (the rows' ``seconds``: training only, evaluations excluded). The target column says what
-the network was taught (``--target``): A*'s actions (loss in nats), its values (squared error) or
-their log scale (squared error in steps²).
+the network was taught (``--target``): A*'s actions (loss in nats), its values (squared error),
+their log scale (squared error in steps²), or classes of steps or of value (cross-entropy, nats).
 """
 
 from __future__ import annotations

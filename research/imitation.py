@@ -6,7 +6,8 @@ part.
     python research/imitation.py [--env DynamicMaze] [--minutes 6] [--states 200000]
         [--data FILE] [--json FILE] [-- EXAMPLE_FLAGS]   # e.g. -- --model mlp, or -- --hrm patch=1
     python research/imitation.py --trajectories [--mazes 128] [--acting oracle|network]
-        [--replay N [--relabel]] [--target actions|values|log-values] [-- --carry reset]
+        [--replay N [--relabel]] [--target actions|values|log-values|distance-classes|value-classes]
+        [-- --carry reset]
 
 Data: the states the oracle visits while acting epsilon-greedily (eps 0.3, so that states off its
 paths appear too), each labelled with every action on a shortest path under the current doors
@@ -20,7 +21,11 @@ of the target that DQN bootstraps, on all four actions, so that a run says what 
 instead of ranking actions costs, with no bootstrap and no exploration in the way;
 ``--target log-values`` regresses ``log_values`` of Q* instead (minus the distance in steps, so
 that two actions' values part by a step or more wherever the goal is, where Q*'s gaps shrink like
-gamma^d).
+gamma^d). The classification targets give each action a distribution over classes, learned by
+cross-entropy, and rank the actions by its expected value: ``--target distance-classes`` over the
+steps to the goal after the move (0..31), ``--target value-classes`` over C51's 51 atoms of value
+on [0, 1], Q* projected onto its two nearest (what TorchRL's ``DistributionalDQNLoss`` learns from
+an exact return).
 The network, the optimizer (AdamW with the preset's groups, lr and betas), the minibatch size,
 gradient clipping, deep supervision (one optimizer step per segment) and torch.compile are the
 example's, from its preset and the flags after ``--``; the HRM runs Reset Z, as the oracle's
@@ -62,14 +67,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from tensordict import TensorDict
-from tensordict.nn import TensorDictSequential
+from tensordict.nn import TensorDictModule, TensorDictSequential
 from torchrl.data import LazyTensorStorage, TensorDictReplayBuffer
 from torchrl.modules import EGreedyModule, QValueActor, QValueModule
 from tqdm import tqdm
 
-from hrm_torchrl import make_env
-from hrm_torchrl.dqn import (EVAL_SEED, ConfigError, carried_keys, config_from_changes, flag_error,
-                             make_network, parse_args)
+from hrm_torchrl import HRMQValueNet, make_env
+from hrm_torchrl.dqn import (EVAL_SEED, N_ACTIONS, ConfigError, carried_keys, config_from_changes,
+                             flag_error, make_network, parse_args)
 from hrm_torchrl.evaluation import first_episodes, learning_diagnostics, success_by_distance, summarize
 from hrm_torchrl.mazes import CODES
 from hrm_torchrl.oracle import OraclePolicy, optimal_values
@@ -79,7 +84,11 @@ FAR = 8  # steps from the goal: the accuracy of the longer plans is reported apa
 EPS = 0.3  # random actions of the acting policy, so that states off its paths appear too
 LABELS = ("optimal", "distance", "values")  # what label() writes
 ACTING = ("oracle", "network")
-TARGETS = ("actions", "values", "log-values")
+# classes per action of the classification targets: steps to the goal 0..31 (the last: 31 or
+# more), or C51's 51 atoms of value on [0, 1]
+CLASSES = {"distance-classes": 32, "value-classes": 51}
+TARGETS = ("actions", "values", "log-values", *CLASSES)
+OUTPUT = "action_logits"  # where a CLASSES target's network writes its logits
 
 
 def oracle_policy(env, eps: float = EPS) -> TensorDictSequential:
@@ -190,9 +199,15 @@ def imitation_loss(action_value: torch.Tensor, batch: TensorDict, target: str,
     row without one counts nothing). ``target="actions"``: -log P(optimal actions) under
     softmax(Q). ``target="values"``: the squared error of every action's Q-value against
     ``optimal_values``, as DQN's l2 loss against an exact target (on all four actions).
-    ``target="log-values"``: the same against ``log_values(optimal_values, gamma)``."""
+    ``target="log-values"``: the same against ``log_values(optimal_values, gamma)``.
+    A ``CLASSES`` target: ``action_value`` holds logits ``[rows, 4 * classes]`` and the loss is
+    the cross-entropy of each action's classes against ``class_target``."""
     has_path = batch["distance"] >= 0
     action_value = action_value[has_path].float()
+    if target in CLASSES:
+        target_p = class_target(batch["values"][has_path], target, gamma)
+        log_p = torch.log_softmax(action_value.unflatten(-1, target_p.shape[-2:]), -1)
+        return -(target_p * log_p).sum(-1).mean()
     if target in ("values", "log-values"):
         values = batch["values"][has_path]
         if target == "log-values":
@@ -207,6 +222,45 @@ def log_values(values: torch.Tensor, gamma: float, floor: float = 1e-3) -> torch
     """``log(values) / -log(gamma)``: a move onto a cell d steps from the goal (worth gamma^d)
     becomes -d. Monotone, so the greedy action is the same; values below ``floor`` count as it."""
     return torch.log(values.clamp_min(floor)) / -math.log(gamma)
+
+
+def class_support(target: str, gamma: float) -> torch.Tensor:
+    """The value each class of a ``CLASSES`` target stands for: ``gamma ** k`` for k steps to the
+    goal (``"distance-classes"``), or C51's atoms (``"value-classes"``)."""
+    if target == "distance-classes":
+        return gamma ** torch.arange(CLASSES[target], dtype=torch.float32)
+    return torch.linspace(0.0, 1.0, CLASSES[target])
+
+
+def class_target(values: torch.Tensor, target: str, gamma: float) -> torch.Tensor:
+    """The class probabilities ``[..., 4, classes]`` that stand for Q* ``values`` ``[..., 4]``.
+    ``"distance-classes"``: one class, the steps to the goal after the move (a bump, which
+    loses a step and pays the bump penalty, counts a step more than staying); the last class
+    takes every distance beyond it. ``"value-classes"``: C51's projection of the value onto its
+    two nearest atoms, as TorchRL's ``DistributionalDQNLoss`` projects a return (values outside
+    [0, 1] clipped to it)."""
+    classes = CLASSES[target]
+    if target == "distance-classes":
+        steps = torch.ceil(-log_values(values, gamma) - 1e-3).clamp(0, classes - 1).long()
+        return torch.nn.functional.one_hot(steps, classes).float()
+    position = values.clamp(0.0, 1.0) * (classes - 1)
+    low = position.floor().long().clamp(max=classes - 2)
+    above = (position - low).unsqueeze(-1)
+    return (torch.nn.functional.one_hot(low, classes) * (1 - above)
+            + torch.nn.functional.one_hot(low + 1, classes) * above)
+
+
+class ClassValues(torch.nn.Module):
+    """Logits ``[..., 4 * classes]`` to each action's expected value over its classes
+    ``[..., 4]``, the Q-values that a greedy actor ranks."""
+
+    def __init__(self, support: torch.Tensor):
+        super().__init__()
+        self.register_buffer("support", support)
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        p = torch.softmax(logits.float().unflatten(-1, (-1, len(self.support))), -1)
+        return (p * self.support).sum(-1)
 
 
 def hits(action_value: torch.Tensor, batch: TensorDict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -246,7 +300,8 @@ def main(argv=None):
                         help="with --trajectories: who picks the greedy action on the mazes")
     parser.add_argument("--target", choices=TARGETS, default="actions",
                         help="the oracle's optimal actions (cross-entropy), its action values "
-                             "(squared error), or those values' log_gamma (squared error)")
+                             "(squared error), those values' log_gamma (squared error), or "
+                             "classes of steps or of value (cross-entropy)")
     parser.add_argument("--replay", type=int, default=0,
                         help="with --trajectories: train on minibatches from a replay of N states")
     parser.add_argument("--relabel", action="store_true",
@@ -299,6 +354,9 @@ def main(argv=None):
         cfg = config_from_changes({"device": "cpu", **changes})
     except ConfigError as error:
         raise SystemExit(flag_error(error)) from None
+    if args.target in CLASSES and (cfg.model != "hrm" or cfg.deep_supervision):
+        raise SystemExit(f"error: --target {args.target} takes the HRM (--model hrm) without "
+                         "deep supervision")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(args.seed)
@@ -308,13 +366,19 @@ def main(argv=None):
                                           args.seed, cfg.gamma)
         tqdm.write(f"mean distance to the goal {train['distance'].float().mean():.1f}")
 
-    net = make_network(cfg)
+    if args.target in CLASSES:  # the head writes logits; ClassValues turns them into Q-values
+        hrm = HRMQValueNet(cfg.hrm, N_ACTIONS * CLASSES[args.target], carry=cfg.carry,
+                           out_keys=[OUTPUT, ("next", "z_H"), ("next", "z_L")])
+        net = TensorDictSequential(hrm, TensorDictModule(
+            ClassValues(class_support(args.target, cfg.gamma)), [OUTPUT], ["action_value"]))
+    else:
+        hrm = net = make_network(cfg)
     description = cfg.hrm.to_dict() if cfg.model == "hrm" else {"model": cfg.model}
-    optimizer = torch.optim.AdamW(net.param_groups(cfg.lr, cfg.embedding_lr,
+    optimizer = torch.optim.AdamW(hrm.param_groups(cfg.lr, cfg.embedding_lr,
                                                    cfg.embedding_weight_decay), betas=cfg.betas)
     if cfg.compile:
-        net.compile_modules()
-    primer = net.make_tensordict_primer()
+        hrm.compile_modules()
+    primer = hrm.make_tensordict_primer()
     state_keys = carried_keys(primer)
     eval_env = make_env(args.env, num_envs=cfg.eval_episodes, primer=primer)
     actor = QValueActor(net, spec=eval_env.action_spec_unbatched)
@@ -400,7 +464,7 @@ def train_minibatch(net, batch: TensorDict, optimizer, grad_clip: float,
     if deep_supervision:
         q_values = net.supervision_segments(batch)
     else:
-        q_values = [net(batch)["action_value"]]
+        q_values = [net(batch)[OUTPUT if target in CLASSES else "action_value"]]
     steps = 0
     for q in q_values:
         loss = imitation_loss(q, batch, target, gamma)

@@ -71,6 +71,43 @@ def test_imitation_loss_and_bad_networks():
         imitation.main(["--minutes", "0"])
 
 
+def test_imitation_class_targets():
+    import math
+
+    import torch
+
+    from tensordict import TensorDict
+
+    g = 0.95
+    values = torch.tensor([[g ** 3, g ** 5, g ** 4 - 0.01, g ** 40]])  # a move, a move, a bump, far
+    steps = imitation.class_target(values, "distance-classes", g).argmax(-1)
+    assert steps.tolist() == [[3, 5, 5, 31]]  # the bump a step more than staying; 31: 31 or more
+    atoms = imitation.class_target(torch.tensor([[0.5, 0.51, 1.0, -0.01]]), "value-classes", g)
+    support = imitation.class_support("value-classes", g)
+    assert atoms.shape == (1, 4, 51) and torch.allclose(atoms.sum(-1), torch.ones(1, 4))
+    # C51's projection keeps the mean: the atoms' expectation is the value, clipped to [0, 1]
+    assert torch.allclose((atoms * support).sum(-1), torch.tensor([[0.5, 0.51, 1.0, 0.0]]))
+    assert atoms[0, 1].nonzero().flatten().tolist() == [25, 26]  # two nearest atoms of 0.51
+    # ClassValues ranks by the expected value: logits that pick a class give its value
+    logits = imitation.class_target(values, "distance-classes", g).log().clamp_min(-50)
+    ranked = imitation.ClassValues(imitation.class_support("distance-classes", g))(logits.flatten(-2))
+    assert torch.allclose(ranked, torch.tensor([[g ** 3, g ** 5, g ** 5, g ** 31]]))
+    # cross-entropy over 32 classes: log(32) from uniform logits; rows without a path count nothing
+    batch = TensorDict({"values": torch.cat([values, torch.full((1, 4), float("nan"))]),
+                        "distance": torch.tensor([3, -1])}, [2])
+    loss = imitation.imitation_loss(torch.zeros(2, 4 * 32), batch, "distance-classes", g)
+    assert math.isclose(float(loss), math.log(32), rel_tol=1e-6)
+    assert float(imitation.imitation_loss(torch.cat([logits.flatten(-2), torch.zeros(1, 128)]),
+                                          batch, "distance-classes", g)) < 1e-6
+
+    result = imitation.main(["--quick", "--target", "distance-classes"])
+    assert result["target"] == "distance-classes" and [r["minibatches"] for r in result["rows"]] == [2, 4]
+    assert all(0 <= r["accuracy"] <= 1 and r["loss"] > 0 for r in result["rows"])
+    for flags in (["--model", "mlp"], ["--deep-supervision"]):
+        with pytest.raises(SystemExit, match="--target value-classes takes the HRM .* without deep"):
+            imitation.main(["--quick", "--target", "value-classes", "--", *flags])
+
+
 def test_imitation_trajectories_carry_the_state():
     import torch
 
