@@ -368,6 +368,7 @@ def main(argv=None):
 
     if args.target in CLASSES:  # the head writes logits; ClassValues turns them into Q-values
         hrm = HRMQValueNet(cfg.hrm, N_ACTIONS * CLASSES[args.target], carry=cfg.carry,
+                           carry_state=cfg.carry_state,
                            out_keys=[OUTPUT, ("next", "z_H"), ("next", "z_L")])
         net = TensorDictSequential(hrm, TensorDictModule(
             ClassValues(class_support(args.target, cfg.gamma)), [OUTPUT], ["action_value"]))
