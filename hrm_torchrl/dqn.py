@@ -81,6 +81,8 @@ class DQNConfig:
     carry_state: str = option("token", "hrm: carry the readout token's z or the whole z", CARRY_STATES)
     deep_supervision: bool = option(False, "hrm: one optimizer step per segment (HRM's deep "
                                     "supervision, DeepSupervisionDQNLoss) instead of DQNLoss")
+    dueling: bool = option(False, "hrm: a dueling Q head (V + A - mean(A), DuelingHead) instead "
+                           "of the linear one")
     hindsight: int = option(1, "relabeled copies per collected frame (hindsight goals; 0: off)")
     frames: int = option(1_000_000, "stop after this many collected frames")
     minutes: float = option(20.0, "stop after this much wall time (0: no limit)")
@@ -217,9 +219,9 @@ class DQNConfig:
         if (self.model == "mlp") != (self.carry == "none"):
             raise ConfigError("carry", "applies to hrm and lstm (carry or reset); the mlp carries "
                               f"no state (none); got carry={self.carry!r} with model={self.model!r}")
-        if self.model != "hrm" and (self.deep_supervision or self.carry_state != "token"):
-            raise ConfigError("deep_supervision" if self.deep_supervision else "carry_state",
-                              f"applies to model 'hrm' only, not {self.model!r}")
+        for name in ("deep_supervision", "dueling", "carry_state"):
+            if self.model != "hrm" and getattr(self, name) not in (False, "token"):
+                raise ConfigError(name, f"applies to model 'hrm' only, not {self.model!r}")
         if not isinstance(self.hrm, HRMConfig):
             raise ConfigError("hrm", f"must be an HRMConfig, got {type(self.hrm).__name__}")
         # the mazes' observations: 121 ASCII codes of an 11x11 grid
@@ -352,7 +354,8 @@ def make_network(cfg: DQNConfig):
     ``make_tensordict_primer()`` (None for the MLP), ``param_groups(...)`` and
     ``compile_modules()``."""
     if cfg.model == "hrm":
-        return HRMQValueNet(cfg.hrm, N_ACTIONS, carry=cfg.carry, carry_state=cfg.carry_state)
+        return HRMQValueNet(cfg.hrm, N_ACTIONS, carry=cfg.carry, carry_state=cfg.carry_state,
+                            dueling=cfg.dueling)
     if cfg.model == "mlp":
         return MLPQValueNet(N_ACTIONS)
     return LSTMQValueNet(N_ACTIONS, carry=cfg.carry)

@@ -12,6 +12,7 @@ from tensordict import TensorDictBase, unravel_key, unravel_key_list
 from tensordict.nn import TensorDictModuleBase, dispatch
 from torch import nn
 from torchrl.data import Unbounded
+from torchrl.modules import MLP
 
 from hrm_torchrl.config import HRMConfig
 from hrm_torchrl.hrm import HRMCore, HRMEncoder, trunc_normal_
@@ -19,6 +20,31 @@ from hrm_torchrl.hrm import HRMCore, HRMEncoder, trunc_normal_
 CARRY_MODES = ("carry", "reset")
 CARRY_STATES = ("token", "full")
 DIAGNOSTICS_KEYS = ("mse_H", "mse_L", "q_segments", "q_carried")
+
+
+class DuelingHead(nn.Module):
+    """Q-values as a state value plus each action's advantage, centred (Wang et al. 2016,
+    "Dueling network architectures for deep RL"): ``Q = V + A - mean(A)``, V and A each from a
+    one-hidden-layer MLP (as :class:`torchrl.modules.DuelingMlpDQNet`'s output streams) on the
+    same features. The value every action shares is learned apart from the gaps between them.
+
+    Examples:
+        >>> import torch
+        >>> head = DuelingHead(64, 4)
+        >>> head(torch.randn(5, 64)).shape
+        torch.Size([5, 4])
+    """
+
+    def __init__(self, hidden: int, n_actions: int):
+        super().__init__()
+        self.value = MLP(in_features=hidden, out_features=1, depth=1, num_cells=hidden,
+                         activation_class=nn.GELU)
+        self.advantage = MLP(in_features=hidden, out_features=n_actions, depth=1,
+                             num_cells=hidden, activation_class=nn.GELU)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        advantage = self.advantage(features)
+        return self.value(features) + advantage - advantage.mean(-1, keepdim=True)
 
 
 def _as_tuple(key) -> tuple:
@@ -257,7 +283,8 @@ class HRMModule(TensorDictModuleBase):
 class HRMQValueNet(HRMModule):
     """An HRM Q-network that carries its recurrent latent from one environment step to the next:
     an :class:`~hrm_torchrl.hrm.HRMEncoder` of the observation tokens, the recurrent core of
-    :class:`HRMModule` and a linear Q head on the readout token's z_H.
+    :class:`HRMModule` and a Q head on the readout token's z_H: linear, or a
+    :class:`DuelingHead` (``dueling=True``).
 
     Reads tokens and the carried (z_H, z_L), runs ``config.segments`` segments of HRM recurrence
     (``config.gradient``: the one-step or the full gradient) and writes Q-values and the final,
@@ -269,6 +296,7 @@ class HRMQValueNet(HRMModule):
 
     Keyword Args:
         carry, carry_state: as in :class:`HRMModule`.
+        dueling: a :class:`DuelingHead` instead of the linear head.
         diagnostics: also write, under ``diagnostics_key``: ``mse_H``/``mse_L`` ``[..., segments]``,
             the MSE between the state after segment i and the final one; ``q_segments``
             ``[..., segments, n_actions]``, the Q-values decoded after each segment; ``q_carried``
@@ -312,6 +340,7 @@ class HRMQValueNet(HRMModule):
         *,
         carry: str = "carry",
         carry_state: str = "token",
+        dueling: bool = False,
         diagnostics: bool = False,
         in_keys=None,
         out_keys=None,
@@ -325,10 +354,13 @@ class HRMQValueNet(HRMModule):
         self.n_actions = n_actions
         self.diagnostics_key = _as_tuple(diagnostics_key)
         self.encoder = HRMEncoder(config)
-        self.head = nn.Linear(config.hidden, n_actions)
-        with torch.no_grad():
-            trunc_normal_(self.head.weight, std=1.0 / math.sqrt(config.hidden))
-            self.head.bias.zero_()
+        if dueling:
+            self.head = DuelingHead(config.hidden, n_actions)
+        else:
+            self.head = nn.Linear(config.hidden, n_actions)
+            with torch.no_grad():
+                trunc_normal_(self.head.weight, std=1.0 / math.sqrt(config.hidden))
+                self.head.bias.zero_()
         self.diagnostics = diagnostics
 
     @property

@@ -354,9 +354,9 @@ def main(argv=None):
         cfg = config_from_changes({"device": "cpu", **changes})
     except ConfigError as error:
         raise SystemExit(flag_error(error)) from None
-    if args.target in CLASSES and (cfg.model != "hrm" or cfg.deep_supervision):
+    if args.target in CLASSES and (cfg.model != "hrm" or cfg.deep_supervision or cfg.dueling):
         raise SystemExit(f"error: --target {args.target} takes the HRM (--model hrm) without "
-                         "deep supervision")
+                         "deep supervision or a dueling head")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(args.seed)
@@ -366,20 +366,22 @@ def main(argv=None):
                                           args.seed, cfg.gamma)
         tqdm.write(f"mean distance to the goal {train['distance'].float().mean():.1f}")
 
-    if args.target in CLASSES:  # the head writes logits; ClassValues turns them into Q-values
-        hrm = HRMQValueNet(cfg.hrm, N_ACTIONS * CLASSES[args.target], carry=cfg.carry,
-                           carry_state=cfg.carry_state,
-                           out_keys=[OUTPUT, ("next", "z_H"), ("next", "z_L")])
-        net = TensorDictSequential(hrm, TensorDictModule(
+    # qnet: the network whose parameters train; net, what answers with Q-values (qnet, or qnet
+    # followed by ClassValues, which turns a class target's logits into Q-values)
+    if args.target in CLASSES:
+        qnet = HRMQValueNet(cfg.hrm, N_ACTIONS * CLASSES[args.target], carry=cfg.carry,
+                            carry_state=cfg.carry_state,
+                            out_keys=[OUTPUT, ("next", "z_H"), ("next", "z_L")])
+        net = TensorDictSequential(qnet, TensorDictModule(
             ClassValues(class_support(args.target, cfg.gamma)), [OUTPUT], ["action_value"]))
     else:
-        hrm = net = make_network(cfg)
+        qnet = net = make_network(cfg)
     description = cfg.hrm.to_dict() if cfg.model == "hrm" else {"model": cfg.model}
-    optimizer = torch.optim.AdamW(hrm.param_groups(cfg.lr, cfg.embedding_lr,
-                                                   cfg.embedding_weight_decay), betas=cfg.betas)
+    optimizer = torch.optim.AdamW(qnet.param_groups(cfg.lr, cfg.embedding_lr,
+                                                    cfg.embedding_weight_decay), betas=cfg.betas)
     if cfg.compile:
-        hrm.compile_modules()
-    primer = hrm.make_tensordict_primer()
+        qnet.compile_modules()
+    primer = qnet.make_tensordict_primer()
     state_keys = carried_keys(primer)
     eval_env = make_env(args.env, num_envs=cfg.eval_episodes, primer=primer)
     actor = QValueActor(net, spec=eval_env.action_spec_unbatched)
@@ -443,6 +445,7 @@ def main(argv=None):
     result = {"env": args.env, "preset": cfg.preset, "network": description,
               "carry": cfg.carry,
               "carry_state": cfg.carry_state if cfg.model == "hrm" else None,
+              "dueling": cfg.dueling,
               "data": "trajectories" if args.trajectories else "states",
               "acting": args.acting if args.trajectories else None, "target": args.target,
               "gamma": cfg.gamma, "replay": args.replay,

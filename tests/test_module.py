@@ -205,6 +205,17 @@ def test_diagnostics():
     torch.testing.assert_close(diag["q_carried"], net.head(td["z_H"]))
 
 
+def test_dueling_head_splits_value_and_centred_advantages():
+    net = HRMQValueNet(tiny(), dueling=True)
+    td = net(make_td(net, (2, 3), is_init=False))
+    q, readout = td["action_value"], td["next", "z_H"]  # token mode: the vector Q is decoded from
+    value, advantage = net.head.value(readout), net.head.advantage(readout)
+    torch.testing.assert_close(q, value + advantage - advantage.mean(-1, keepdim=True))
+    torch.testing.assert_close(q.mean(-1, keepdim=True), value)  # the state's value: the mean Q
+    q[..., 0].sum().backward()  # both streams learn from one action's error
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.head.parameters())
+
+
 def test_primer_is_found_and_has_the_carried_shapes():
     for carry_state, shape in (("token", (16,)), ("full", (37, 16))):  # the cpu preset's patches
         net = HRMQValueNet(tiny(), carry_state=carry_state)

@@ -228,6 +228,7 @@ def test_stop_signal_saves_and_leaves_no_worker(tmp_path, collector, signum, to_
         (["--model", "mlp", "--carry", "reset"], "--carry: applies to hrm and lstm"),
         (["--model", "lstm", "--deep-supervision"], "--deep-supervision: applies to model 'hrm' only"),
         (["--model", "mlp", "--hrm", "patch=1"], "--hrm: applies to model 'hrm' only"),
+        (["--model", "lstm", "--dueling"], "--dueling: applies to model 'hrm' only"),
         (["--hrm", "heads=3"], "--hrm: .*HRMConfig.hidden \\(64\\) must be divisible by heads \\(3\\)"),
         (["--hrm", "vocab_size=10"], "--hrm: must read the mazes' 11x11 grids"),
         (["--hrm", "grid_shape=121,1"], "--hrm: must read the mazes' 11x11 grids"),
