@@ -219,8 +219,8 @@ class DQNConfig:
         if (self.model == "mlp") != (self.carry == "none"):
             raise ConfigError("carry", "applies to hrm and lstm (carry or reset); the mlp carries "
                               f"no state (none); got carry={self.carry!r} with model={self.model!r}")
-        for name in ("deep_supervision", "dueling", "carry_state"):
-            if self.model != "hrm" and getattr(self, name) not in (False, "token"):
+        for name, default in (("deep_supervision", False), ("dueling", False), ("carry_state", "token")):
+            if self.model != "hrm" and getattr(self, name) != default:
                 raise ConfigError(name, f"applies to model 'hrm' only, not {self.model!r}")
         if not isinstance(self.hrm, HRMConfig):
             raise ConfigError("hrm", f"must be an HRMConfig, got {type(self.hrm).__name__}")
