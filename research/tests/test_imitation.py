@@ -103,7 +103,7 @@ def test_imitation_class_targets():
     result = imitation.main(["--quick", "--target", "distance-classes"])
     assert result["target"] == "distance-classes" and [r["minibatches"] for r in result["rows"]] == [2, 4]
     assert all(0 <= r["accuracy"] <= 1 and r["loss"] > 0 for r in result["rows"])
-    for flags in (["--model", "mlp"], ["--deep-supervision"]):
+    for flags in (["--model", "mlp"], ["--deep-supervision"], ["--dueling"]):
         with pytest.raises(SystemExit, match="--target value-classes takes the HRM .* without deep"):
             imitation.main(["--quick", "--target", "value-classes", "--", *flags])
 
