@@ -182,8 +182,9 @@ class DQNConfig:
 
     # -- validation -------------------------------------------------------------------------
     def validate(self) -> None:
+        fields = {f.name: f for f in dataclasses.fields(self)}
         for name in ("env", "model", "carry", "carry_state", "eps_unit", "collector", "device"):
-            choices = next(f for f in dataclasses.fields(self) if f.name == name).metadata["choices"]
+            choices = fields[name].metadata["choices"]
             if getattr(self, name) not in choices:
                 raise ConfigError(name, f"{getattr(self, name)!r} is unknown; choose one of {list(choices)}")
         for name in ("frames", "workers", "envs_per_worker", "frames_per_batch", "batch_size",
@@ -219,8 +220,8 @@ class DQNConfig:
         if (self.model == "mlp") != (self.carry == "none"):
             raise ConfigError("carry", "applies to hrm and lstm (carry or reset); the mlp carries "
                               f"no state (none); got carry={self.carry!r} with model={self.model!r}")
-        for name, default in (("deep_supervision", False), ("dueling", False), ("carry_state", "token")):
-            if self.model != "hrm" and getattr(self, name) != default:
+        for name in ("deep_supervision", "dueling", "carry_state"):
+            if self.model != "hrm" and getattr(self, name) != fields[name].default:
                 raise ConfigError(name, f"applies to model 'hrm' only, not {self.model!r}")
         if not isinstance(self.hrm, HRMConfig):
             raise ConfigError("hrm", f"must be an HRMConfig, got {type(self.hrm).__name__}")
